@@ -25,7 +25,11 @@ import (
 const testMaxFile = 1 << 20
 
 // agent starts an agent on a real unix socket and returns a connected client.
-func agent(t *testing.T) (*client.Client, string) {
+func agent(t testing.TB) (*client.Client, string) {
+	return agentWith(t, guestagent.Config{MaxFileSize: testMaxFile, OutputLimit: 4 << 20})
+}
+
+func agentWith(t testing.TB, cfg guestagent.Config) (*client.Client, string) {
 	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "agent.sock")
@@ -34,12 +38,9 @@ func agent(t *testing.T) (*client.Client, string) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := guestagent.NewServer(guestagent.Config{
-		MaxFileSize: testMaxFile,
-		OutputLimit: 4 << 20,
-		PowerOff:    func(bool) {},
-		Logger:      slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	cfg.PowerOff = func(bool) {}
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := guestagent.NewServer(cfg)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, l) }()
 	c := dial(t, sock)
@@ -47,7 +48,7 @@ func agent(t *testing.T) (*client.Client, string) {
 	return c, dir
 }
 
-func dial(t *testing.T, sock string) *client.Client {
+func dial(t testing.TB, sock string) *client.Client {
 	t.Helper()
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
@@ -61,11 +62,16 @@ func dial(t *testing.T, sock string) *client.Client {
 	return c
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
-func sh(script string) wire.ExecRequest { return wire.ExecRequest{Argv: []string{"/bin/sh", "-c", script}} }
+func sh(script string) wire.ExecRequest {
+	return wire.ExecRequest{Argv: []string{"/bin/sh", "-c", script}}
+}
 
 // events records stdout/stderr writes in arrival order.
 type events struct {
@@ -234,8 +240,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestExecTimeoutKillsGrandchildren(t *testing.T) {
 	c, _ := agent(t)

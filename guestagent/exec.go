@@ -199,7 +199,7 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	}
 
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := startTracked(cmd); err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}
@@ -240,6 +240,7 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	}()
 
 	waitErr := cmd.Wait()
+	untrack(cmd.Process.Pid)
 	res := &wire.ExecResult{
 		ExitCode:    -1,
 		Truncated:   budget.truncated.Load(),

@@ -11,6 +11,7 @@ package guestagent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -102,7 +103,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // ServeConn runs the hello on conn, then serves calls on it until the
 // connection or ctx ends. Work started by calls on a connection that ends is
 // killed.
-func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 	defer conn.Close()
 	if err := s.hello(conn); err != nil {
 		return err
@@ -133,9 +134,11 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 
 // hello reads the host's Hello and answers it. An incompatible host gets a
 // reply with Error set, then the connection is closed.
-func (s *Server) hello(conn net.Conn) error {
-	conn.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
-	defer conn.SetDeadline(time.Time{})
+func (s *Server) hello(conn io.ReadWriter) error {
+	if dc, ok := conn.(interface{ SetDeadline(time.Time) error }); ok {
+		dc.SetDeadline(time.Now().Add(s.cfg.HelloTimeout))
+		defer dc.SetDeadline(time.Time{})
+	}
 	var h wire.Hello
 	if err := wire.ReadJSON(wire.NewReader(conn), wire.FrameHello, &h); err != nil {
 		return err

@@ -243,9 +243,9 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanBox(row scanner) (*Box, error) {
 	var (
-		b                                      Box
-		name                                   sql.NullString
-		spec, state                            string
+		b                                     Box
+		name                                  sql.NullString
+		spec, state                           string
 		created, updated, used, idle, expires int64
 	)
 	err := row.Scan(&b.ID, &b.Owner, &name, &b.Engine, &b.Image, &b.Status, &b.StatusReason, &spec, &state,

@@ -59,7 +59,7 @@ const (
 	// MaxControl is the largest JSON payload (Request, Result, Hello) accepted (256 KiB).
 	MaxControl = 256 << 10
 	// ChunkSize is the payload size writers use for data frames.
-	ChunkSize = 64 << 10
+	ChunkSize  = 64 << 10
 	headerSize = 5
 )
 

@@ -1,0 +1,83 @@
+// Command boxlite-guest is the guest agent: the program every box runs to
+// serve boxlite-mcp. Build it static (CGO_ENABLED=0); the same binary serves
+// every engine, chosen by --listen.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+)
+
+func main() {
+	var (
+		listen   = flag.String("listen", "", "transport: unix:PATH, vsock:PORT, fd:N or serial:NAME")
+		init_    = flag.Bool("init", os.Getpid() == 1, "do the first-process duties (mounts, reaping); default on as PID 1")
+		modules  = flag.String("modules", "", "comma-separated kernel module files to load, in order")
+		rootDev  = flag.String("root", "", "block device to mount and switch into, e.g. /dev/vda")
+		rootFS   = flag.String("rootfstype", "ext4", "file system of --root")
+		hostname = flag.String("hostname", "", "host name to set")
+		noDev    = flag.Bool("no-devtmpfs", false, "do not mount devtmpfs on /dev (jails)")
+		outLimit = flag.Int64("output-limit", 0, "default per-exec output cap in bytes")
+		maxFile  = flag.Int64("max-file-size", 0, "file read/write cap in bytes")
+		verbose  = flag.Bool("v", false, "debug logging")
+		version  = flag.Bool("version", false, "print the version and exit")
+	)
+	flag.Parse()
+	if *version {
+		fmt.Println(guestagent.Version)
+		return
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "boxlite-guest")
+	if *listen == "" {
+		log.Error("--listen is required")
+		os.Exit(2)
+	}
+	// Listen before the init duties: a unix socket must be bound on the
+	// file system the host sees, before /tmp and friends are mounted over.
+	serial, isSerial := strings.CutPrefix(*listen, "serial:")
+	var l net.Listener
+	if !isSerial {
+		var err error
+		if l, err = guestagent.Listen(*listen); err != nil {
+			log.Error("listen", "err", err)
+			os.Exit(1)
+		}
+	}
+	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log}
+	if *init_ {
+		var mods []string
+		if *modules != "" {
+			mods = strings.Split(*modules, ",")
+		}
+		// Init failures are logged; the agent serves whatever it can.
+		guestagent.Init(guestagent.InitConfig{Modules: mods, RootDevice: *rootDev, RootFSType: *rootFS, Hostname: *hostname, SkipDevtmpfs: *noDev}, log)
+		cfg.PowerOff = guestagent.PowerOff
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := guestagent.NewServer(cfg)
+	log.Info("serving", "listen", *listen, "version", guestagent.Version, "pid", os.Getpid())
+	var err error
+	if isSerial {
+		err = srv.ServeSerial(ctx, serial)
+	} else {
+		err = srv.Serve(ctx, l)
+	}
+	if err != nil {
+		log.Error("serve", "err", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,167 @@
+package guestagent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// InitConfig says what the agent does as a box's first process.
+type InitConfig struct {
+	// Modules are kernel module files loaded in this order (finit_module).
+	Modules []string
+	// RootDevice, when set, is mounted (RootFSType, default ext4) and
+	// becomes the root; the agent continues inside it.
+	RootDevice string
+	RootFSType string
+	// Hostname is set when non-empty.
+	Hostname string
+	// SkipDevtmpfs leaves /dev alone (a jail provides its own nodes).
+	SkipDevtmpfs bool
+}
+
+// mountSpec is one mount the init performs if the target is not mounted yet.
+type mountSpec struct {
+	source, target, fstype string
+	flags                  uintptr
+	data                   string
+}
+
+func baseMounts(devtmpfs bool) []mountSpec {
+	var m []mountSpec
+	m = append(m, mountSpec{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""})
+	m = append(m, mountSpec{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""})
+	if devtmpfs {
+		m = append(m, mountSpec{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"})
+	}
+	return append(m,
+		mountSpec{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"},
+		mountSpec{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		mountSpec{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	)
+}
+
+// Init performs the first-process duties. Each step is attempted; failures
+// are logged and joined into the returned error, so a box with, say, no
+// sysfs still serves calls.
+func Init(cfg InitConfig, log *slog.Logger) error {
+	var errs []error
+	for _, mod := range cfg.Modules {
+		if err := loadModule(mod); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.RootDevice != "" {
+		// The initramfs needs /dev to find the device.
+		mountAll(baseMounts(!cfg.SkipDevtmpfs)[2:3], log)
+		if err := switchRoot(cfg.RootDevice, cfg.RootFSType); err != nil {
+			return errors.Join(append(errs, err)...) // without a root there is nothing to serve
+		}
+	}
+	errs = append(errs, mountAll(baseMounts(!cfg.SkipDevtmpfs), log)...)
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			errs = append(errs, fmt.Errorf("sethostname: %w", err))
+		}
+	}
+	if err := StartReaper(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, err := range errs {
+		log.Warn("init step failed", "err", err)
+	}
+	return errors.Join(errs...)
+}
+
+func mountAll(specs []mountSpec, log *slog.Logger) []error {
+	var errs []error
+	for _, m := range specs {
+		if err := os.MkdirAll(m.target, 0o755); err != nil {
+			errs = append(errs, fmt.Errorf("mkdir %s: %w", m.target, err))
+			continue
+		}
+		err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
+		if errors.Is(err, unix.EBUSY) {
+			continue // already mounted
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err))
+			continue
+		}
+		log.Debug("mounted", "fstype", m.fstype, "target", m.target)
+	}
+	return errs
+}
+
+// loadModule loads one kernel module file. An already loaded module is fine.
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("module %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("finit_module %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// switchRoot mounts dev (waiting briefly for it to appear) and makes it the
+// root, moving /dev along.
+func switchRoot(dev, fstype string) error {
+	if fstype == "" {
+		fstype = "ext4"
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(dev); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("root device %s did not appear", dev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	const newRoot = "/newroot"
+	if err := os.MkdirAll(newRoot, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(dev, newRoot, fstype, 0, ""); err != nil {
+		return fmt.Errorf("mount root %s (%s): %w", dev, fstype, err)
+	}
+	os.MkdirAll(newRoot+"/dev", 0o755)
+	if err := unix.Mount("/dev", newRoot+"/dev", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move /dev: %w", err)
+	}
+	if err := os.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return os.Chdir("/")
+}
+
+// PowerOff syncs the disks and powers the machine off (or reboots). Outside
+// PID 1 it just exits: ending a jail's first process ends the jail.
+func PowerOff(reboot bool) {
+	unix.Sync()
+	if os.Getpid() != 1 {
+		os.Exit(0)
+	}
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if reboot {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	if err := unix.Reboot(cmd); err != nil {
+		os.Exit(1) // a jail's PID 1 may not reboot: exiting ends it
+	}
+}
