@@ -1,0 +1,170 @@
+// Package proc identifies and supervises host processes that outlive the
+// server that started them: a pid plus its start time names one process
+// (a reused pid has another start time), and waiting works for non-children
+// through a pidfd.
+package proc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ID names one process instance: a pid plus the kernel's start time of that
+// pid (clock ticks since boot, /proc/<pid>/stat field 22).
+type ID struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+}
+
+// Of returns the ID of the running process pid.
+func Of(pid int) (ID, error) {
+	st, err := StartTime(pid)
+	if err != nil {
+		return ID{}, err
+	}
+	return ID{PID: pid, StartTime: st}, nil
+}
+
+// StartTime reads pid's start time from /proc.
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	fields, err := statFields(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	// fields[0] is field 3 (state); start time is field 22.
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// statFields returns /proc/<pid>/stat fields from the state on; the command
+// name may contain spaces and parentheses, so split after its last ')'.
+func statFields(s string) ([]string, error) {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil, errors.New("malformed stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return nil, errors.New("short stat")
+	}
+	return f, nil
+}
+
+// Alive reports whether the process named by id still runs: the pid exists,
+// has the same start time, and is not a zombie.
+func (id ID) Alive() bool {
+	if id.PID <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(id.PID) + "/stat")
+	if err != nil {
+		return false
+	}
+	f, err := statFields(string(b))
+	if err != nil || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && st == id.StartTime
+}
+
+// Signal sends sig to the process if it is still the same instance. A gone
+// process is not an error.
+func (id ID) Signal(sig syscall.Signal) error {
+	fd, err := unix.PidfdOpen(id.PID, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		// No pidfd support: fall back to a checked kill (racy, but narrow).
+		if !id.Alive() {
+			return nil
+		}
+		return ignoreESRCH(syscall.Kill(id.PID, sig))
+	}
+	defer unix.Close(fd)
+	if !id.Alive() { // the pidfd pins the pid; check it is still ours
+		return nil
+	}
+	return ignoreESRCH(unix.PidfdSendSignal(fd, sig, nil, 0))
+}
+
+// KillGroup sends SIGKILL to id's process group (the process leads it) and to the process.
+func (id ID) KillGroup() error {
+	if !id.Alive() {
+		return nil
+	}
+	err := ignoreESRCH(syscall.Kill(-id.PID, syscall.SIGKILL))
+	return errors.Join(err, id.Signal(syscall.SIGKILL))
+}
+
+func ignoreESRCH(err error) error {
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Wait blocks until the process has exited or timeout passes; it reports
+// whether the process is gone. It works for processes that are not our
+// children (pidfd + poll), and reaps our own children.
+func (id ID) Wait(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	fd, err := unix.PidfdOpen(id.PID, 0)
+	if err == nil {
+		defer unix.Close(fd)
+		if !id.Alive() {
+			reap(id.PID)
+			return true
+		}
+		for {
+			ms := int(time.Until(deadline).Milliseconds())
+			if ms < 0 {
+				ms = 0
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, ms)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if n > 0 {
+				reap(id.PID)
+				return true
+			}
+			return !id.Alive()
+		}
+	}
+	for id.Alive() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		reap(id.PID)
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// reap collects pid if it is our exited child; otherwise it does nothing.
+func reap(pid int) {
+	var ws unix.WaitStatus
+	unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+}
+
+// BootID returns the kernel's boot id, which changes at every boot.
+func BootID() (string, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}

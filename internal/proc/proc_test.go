@@ -1,0 +1,63 @@
+package proc
+
+import (
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestIDAliveAndWait(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := Of(cmd.Process.Pid)
+	if err != nil || !id.Alive() {
+		t.Fatalf("Of = %+v, %v", id, err)
+	}
+	// Same pid, another start time: a reused pid is not our process.
+	other := ID{PID: id.PID, StartTime: id.StartTime + 1}
+	if other.Alive() {
+		t.Fatal("a different start time counted as alive")
+	}
+	if err := other.Signal(syscall.SIGKILL); err != nil || !id.Alive() {
+		t.Fatal("signalling a stale ID hit the live process")
+	}
+	if id.Wait(50 * time.Millisecond) {
+		t.Fatal("Wait returned gone for a running process")
+	}
+	if err := id.KillGroup(); err != nil {
+		t.Fatal(err)
+	}
+	if !id.Wait(5 * time.Second) {
+		t.Fatal("process survived KillGroup")
+	}
+	if id.Alive() {
+		t.Fatal("still alive after Wait")
+	}
+	if err := id.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("Signal on gone process: %v", err)
+	}
+	if (ID{}).Alive() {
+		t.Fatal("zero ID alive")
+	}
+}
+
+func TestStatFieldsOddNames(t *testing.T) {
+	f, err := statFields("123 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 999 20")
+	if err != nil || f[0] != "S" || f[19] != "999" {
+		t.Fatalf("%v %v", f, err)
+	}
+	if _, err := statFields("garbage"); err == nil {
+		t.Fatal("accepted garbage")
+	}
+}
+
+func TestBootID(t *testing.T) {
+	id, err := BootID()
+	if err != nil || len(id) < 32 {
+		t.Fatalf("BootID = %q, %v", id, err)
+	}
+}

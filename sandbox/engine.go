@@ -1,0 +1,77 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"time"
+)
+
+// ErrNotRunning is returned by Engine.Recover when the box's process is gone.
+var ErrNotRunning = errors.New("box process is not running")
+
+// Spec is everything an engine needs to run a box.
+type Spec struct {
+	ID        string            `json:"id"`
+	Name      string            `json:"name,omitempty"`
+	Image     string            `json:"image"`
+	CPUs      int               `json:"cpus"`
+	MemoryMiB int               `json:"memory_mib"`
+	DiskMiB   int               `json:"disk_mib,omitempty"`
+	Network   bool              `json:"network"`
+	Env       map[string]string `json:"env,omitempty"`
+	// BoxDir is the box's private directory (home/boxes/<id>); it survives
+	// stop/start and is removed by Destroy.
+	BoxDir string `json:"box_dir"`
+	// Socket is the path where the agent's unix socket must appear
+	// (home/run/<short-id>.sock; short because sun_path is 108 bytes).
+	Socket string `json:"socket"`
+}
+
+// Handle is an engine's opaque, versioned record of a running box, persisted
+// so that any server process can reattach to the box.
+type Handle struct {
+	Version int             `json:"version"`
+	Engine  string          `json:"engine"`
+	State   json.RawMessage `json:"state"`
+}
+
+// Availability says whether an engine can run boxes on this host, and why not.
+type Availability struct {
+	Usable bool `json:"usable"`
+	// Reason is one line: why it is unusable, or what it will use.
+	Reason string `json:"reason"`
+	// Details are further facts (checks that passed or failed).
+	Details []string `json:"details,omitempty"`
+	// Isolation describes the isolation strength, e.g. "microVM (KVM)".
+	Isolation string `json:"isolation"`
+}
+
+// Engine runs boxes. Lifecycle: Start (or Recover after a restart), any
+// number of Dial, then Stop and/or Destroy. Stop and Destroy are idempotent
+// and safe after a failed Start. Implementations must be safe for
+// concurrent use by several boxes, and must keep all per-box state in the
+// Handle and the box directory so that another server process can take over.
+type Engine interface {
+	// Name is the engine's name: "jail", "qemu" or "krun".
+	Name() string
+	// Available reports whether the engine can run boxes here.
+	Available(ctx context.Context) Availability
+	// Start boots the box and returns only once its agent answered the
+	// hello. The box process is detached: it outlives ctx and the server.
+	// A stopped box is started again from the same BoxDir, so its files survive.
+	Start(ctx context.Context, spec Spec) (Handle, error)
+	// Recover checks that the box described by h still runs (pid and start
+	// time) and answers. It returns ErrNotRunning if the process is gone,
+	// having cleaned up what the dead box left. Idempotent.
+	Recover(ctx context.Context, spec Spec, h Handle) error
+	// Dial opens a connection to the box's agent.
+	Dial(ctx context.Context, spec Spec, h Handle) (net.Conn, error)
+	// Stop shuts the box down: the agent's shutdown first, then signals
+	// after grace. Files in BoxDir are kept.
+	Stop(ctx context.Context, spec Spec, h Handle, grace time.Duration) error
+	// Destroy kills whatever still runs and removes every resource of the
+	// box, BoxDir included. h may be zero (a box that never started).
+	Destroy(ctx context.Context, spec Spec, h Handle) error
+}

@@ -1,0 +1,610 @@
+// Package sandbox is the box manager: it owns the box lifecycle (a state
+// machine persisted in SQLite), serialises lifecycle changes with per-box
+// file locks so several server processes can share one home, reconciles
+// stored state with reality at start, and stops idle and destroys expired
+// boxes. Engines (jail, qemu, krun) run the boxes behind the Engine
+// interface; the manager never builds a VMM command line and engines never
+// touch SQL.
+package sandbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+)
+
+// Limits on what a box may ask for.
+const (
+	MaxCPUs        = 16
+	MinMemoryMiB   = 64
+	MaxMemoryMiB   = 64 << 10
+	DefaultCPUs    = 1
+	DefaultMemory  = 512
+	DefaultImage   = "default"
+	MaxEnvEntries  = 256
+	maxNameLength  = 63
+	engineStateFile = "engine.json"
+)
+
+// Config configures a Manager. Zero fields take the documented defaults.
+type Config struct {
+	// Home is the boxlite home directory (required).
+	Home string
+	// Store is the box store (required); the Manager does not close it.
+	Store *persist.Store
+	// Engines are the engines this server may use, in the order "auto"
+	// prefers them.
+	Engines []Engine
+	// IdleTimeout stops a box unused this long (default 15 min).
+	IdleTimeout time.Duration
+	// ReapInterval is how often Run looks for idle and expired boxes (default 30 s).
+	ReapInterval time.Duration
+	// StartTimeout bounds one box start (default 3 min: TCG boots are slow).
+	StartTimeout time.Duration
+	// StopGrace is how long Stop waits for a graceful shutdown before killing (default 10 s).
+	StopGrace time.Duration
+	// ClientName identifies this server in agent logs.
+	ClientName string
+	// Logger receives the manager's logs (default: discard).
+	Logger *slog.Logger
+	// Now and BootID replace the clock and the host boot id (tests).
+	Now    func() time.Time
+	BootID func() (string, error)
+}
+
+// Manager runs boxes. It is safe for concurrent use.
+type Manager struct {
+	// Immutable after New.
+	cfg     Config
+	store   *persist.Store
+	log     *slog.Logger
+	engines map[string]Engine
+	order   []string
+	ctx     context.Context // cancelled by Close; bounds background work
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex                // guards the fields below
+	clients map[string]*agentConn // box id → connected agent client
+	busy    map[string]int            // box id → calls in flight in this process
+}
+
+// New returns a Manager. It does not touch boxes; call Reconcile for that.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Home == "" || cfg.Store == nil {
+		return nil, errors.New("sandbox: Config.Home and Config.Store are required")
+	}
+	if len(cfg.Engines) == 0 {
+		return nil, errors.New("sandbox: no engines configured")
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 15 * time.Minute
+	}
+	if cfg.ReapInterval <= 0 {
+		cfg.ReapInterval = 30 * time.Second
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 3 * time.Minute
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.ClientName == "" {
+		cfg.ClientName = "boxlite-mcp"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.BootID == nil {
+		cfg.BootID = proc.BootID
+	}
+	m := &Manager{
+		cfg: cfg, store: cfg.Store, log: cfg.Logger.With("component", "manager"),
+		engines: map[string]Engine{}, clients: map[string]*agentConn{}, busy: map[string]int{},
+	}
+	for _, e := range cfg.Engines {
+		m.engines[e.Name()] = e
+		m.order = append(m.order, e.Name())
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	for _, d := range []string{m.boxesDir(), m.locksDir(), m.runDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("sandbox: home %s: %w", cfg.Home, err)
+		}
+	}
+	return m, nil
+}
+
+// Close drops agent connections and stops background work. Boxes keep running.
+func (m *Manager) Close() {
+	m.cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, ac := range m.clients {
+		ac.c.Close()
+		delete(m.clients, id)
+	}
+}
+
+func (m *Manager) boxesDir() string { return filepath.Join(m.cfg.Home, "boxes") }
+func (m *Manager) locksDir() string { return filepath.Join(m.cfg.Home, "locks") }
+func (m *Manager) runDir() string   { return filepath.Join(m.cfg.Home, "run") }
+
+// socketPath is where box id's agent socket lives. sun_path holds 108
+// bytes: a home too deep for that gets its sockets under the temp dir.
+func (m *Manager) socketPath(id string) string {
+	p := filepath.Join(m.runDir(), id+".sock")
+	if len(p) < 100 {
+		return p
+	}
+	sum := sha256.Sum256([]byte(m.cfg.Home))
+	return filepath.Join(os.TempDir(), "boxlite-"+hex.EncodeToString(sum[:6]), id+".sock")
+}
+
+// Engine returns the engine called name, if configured.
+func (m *Manager) Engine(name string) (Engine, bool) { e, ok := m.engines[name]; return e, ok }
+
+// EngineNames lists the configured engines in preference order.
+func (m *Manager) EngineNames() []string { return append([]string{}, m.order...) }
+
+// PickEngine resolves "auto" (or "") to the first usable engine, and checks a
+// named one is configured and usable. The reason says why it was chosen.
+func (m *Manager) PickEngine(ctx context.Context, name string) (Engine, string, error) {
+	if name == "" || name == "auto" {
+		var why []string
+		for _, n := range m.order {
+			a := m.engines[n].Available(ctx)
+			if a.Usable {
+				return m.engines[n], fmt.Sprintf("%s: %s", n, a.Reason), nil
+			}
+			why = append(why, fmt.Sprintf("%s: %s", n, a.Reason))
+		}
+		return nil, "", Errorf(ErrUnavailable, "no engine can run boxes on this host (%s)", joinSemi(why))
+	}
+	e, ok := m.engines[name]
+	if !ok {
+		return nil, "", Errorf(ErrInvalidArgument, "unknown engine %q; this server offers %s", name, joinComma(m.order))
+	}
+	if a := e.Available(ctx); !a.Usable {
+		return nil, "", Errorf(ErrUnavailable, "engine %s is not usable on this host: %s", name, a.Reason)
+	}
+	return e, name + " (requested)", nil
+}
+
+// agentConn is a cached agent client and when it last worked.
+type agentConn struct {
+	c    *client.Client
+	used atomic.Int64 // unix nanoseconds
+}
+
+func (a *agentConn) markUsed()           { a.used.Store(time.Now().UnixNano()) }
+func (a *agentConn) lastUsed() time.Time { return time.Unix(0, a.used.Load()) }
+
+// Box is a box as the manager reports it.
+type Box struct {
+	ID           string
+	Name         string
+	Owner        string
+	Engine       string
+	Image        string
+	Status       Status
+	StatusReason string
+	Spec         Spec
+	CreatedAt    time.Time
+	LastUsedAt   time.Time
+	IdleTimeout  time.Duration
+	ExpiresAt    time.Time
+}
+
+func toBox(r *persist.Box) *Box {
+	b := &Box{ID: r.ID, Name: r.Name, Owner: r.Owner, Engine: r.Engine, Image: r.Image, Status: Status(r.Status),
+		StatusReason: r.StatusReason, CreatedAt: r.CreatedAt, LastUsedAt: r.LastUsedAt, IdleTimeout: r.IdleTimeout, ExpiresAt: r.ExpiresAt}
+	json.Unmarshal(r.Spec, &b.Spec)
+	return b
+}
+
+// CreateRequest describes a new box. Zero fields take defaults.
+type CreateRequest struct {
+	Name        string
+	Image       string // default "default"
+	Engine      string // "auto" (default), "jail", "qemu", "krun"
+	CPUs        int    // default 1
+	MemoryMiB   int    // default 512
+	DiskMiB     int    // engine default when 0
+	Network     bool
+	Env         map[string]string
+	TTL         time.Duration // destroy after this long; 0: never
+	IdleTimeout time.Duration // stop after this long unused; 0: server default
+}
+
+var (
+	nameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+func (r *CreateRequest) validate() error {
+	if r.Name != "" && (len(r.Name) > maxNameLength || !nameRE.MatchString(r.Name)) {
+		return Errorf(ErrInvalidArgument, "name %q is not valid: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name, maxNameLength)
+	}
+	if r.Image == "" {
+		r.Image = DefaultImage
+	}
+	if !nameRE.MatchString(r.Image) || len(r.Image) > maxNameLength {
+		return Errorf(ErrInvalidArgument, "image name %q is not valid", r.Image)
+	}
+	if r.CPUs == 0 {
+		r.CPUs = DefaultCPUs
+	}
+	if r.CPUs < 1 || r.CPUs > MaxCPUs {
+		return Errorf(ErrInvalidArgument, "cpus must be between 1 and %d (got %d)", MaxCPUs, r.CPUs)
+	}
+	if r.MemoryMiB == 0 {
+		r.MemoryMiB = DefaultMemory
+	}
+	if r.MemoryMiB < MinMemoryMiB || r.MemoryMiB > MaxMemoryMiB {
+		return Errorf(ErrInvalidArgument, "memory_mib must be between %d and %d (got %d)", MinMemoryMiB, MaxMemoryMiB, r.MemoryMiB)
+	}
+	if r.DiskMiB < 0 {
+		return Errorf(ErrInvalidArgument, "disk size must not be negative")
+	}
+	if len(r.Env) > MaxEnvEntries {
+		return Errorf(ErrInvalidArgument, "at most %d environment variables", MaxEnvEntries)
+	}
+	for k := range r.Env {
+		if !envKeyRE.MatchString(k) {
+			return Errorf(ErrInvalidArgument, "environment variable name %q is not valid", k)
+		}
+	}
+	if r.TTL < 0 || r.IdleTimeout < 0 {
+		return Errorf(ErrInvalidArgument, "ttl and idle timeout must not be negative")
+	}
+	return nil
+}
+
+// Create makes a box and starts it; it returns once the box's agent answered.
+// A box that fails to start is removed again and the error says why.
+func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (*Box, error) {
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	eng, why, err := m.PickEngine(ctx, req.Engine)
+	if err != nil {
+		return nil, err
+	}
+	now := m.cfg.Now()
+	row := &persist.Box{ID: persist.NewID(), Owner: owner, Name: req.Name, Engine: eng.Name(), Image: req.Image,
+		Status: string(StatusCreating), CreatedAt: now, IdleTimeout: req.IdleTimeout}
+	if req.TTL > 0 {
+		row.ExpiresAt = now.Add(req.TTL)
+	}
+	spec := Spec{ID: row.ID, Name: req.Name, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
+		Network: req.Network, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
+	row.Spec, _ = json.Marshal(spec)
+	log := m.log.With("box_id", row.ID, "engine", eng.Name())
+
+	// The lock is taken before the row exists, so a reconciling process
+	// that sees the "creating" row waits for us instead of failing the box.
+	lk, err := lockBox(ctx, m.locksDir(), row.ID)
+	if err != nil {
+		return nil, err
+	}
+	released := false
+	defer func() {
+		if !released {
+			lk.unlock(false)
+		}
+	}()
+	if err := m.store.Insert(ctx, row); err != nil {
+		released = true
+		lk.unlock(true)
+		if errors.Is(err, persist.ErrNameTaken) {
+			return nil, Wrapf(ErrAlreadyExists, err, "%s; pick another name or destroy that box", trimClass(err))
+		}
+		return nil, Wrapf(ErrInternal, err, "could not record the box")
+	}
+	log.Info("creating box", "why_engine", why, "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
+	h, err := m.startLocked(ctx, eng, spec)
+	if err != nil {
+		// Nothing of a box that never started survives: release what the
+		// engine made and drop the row. Detached from ctx: the caller may be gone.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		derr := eng.Destroy(cctx, spec, h)
+		if derr == nil {
+			derr = m.store.Delete(cctx, row.ID)
+		} else {
+			m.markLocked(cctx, row.ID, StatusFailed, "start failed and cleanup failed: "+derr.Error())
+		}
+		log.Warn("box failed to start", "err", err, "cleanup_err", derr)
+		released = true
+		lk.unlock(derr == nil)
+		return nil, startError(err)
+	}
+	if err := m.setRunningLocked(ctx, row.ID, h); err != nil {
+		return nil, err
+	}
+	log.Info("box running")
+	r, err := m.store.Get(ctx, row.ID)
+	if err != nil {
+		return nil, Wrapf(ErrInternal, err, "box %s vanished after start", row.ID)
+	}
+	return toBox(r), nil
+}
+
+// startError gives a failed engine start its class and public message.
+func startError(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return Wrapf(ErrDeadlineExceeded, err, "box did not start in time")
+	}
+	return Wrapf(ErrUnavailable, err, "box failed to start")
+}
+
+// startLocked starts a box with the start timeout. The caller holds the lock.
+func (m *Manager) startLocked(ctx context.Context, eng Engine, spec Spec) (Handle, error) {
+	if err := os.MkdirAll(spec.BoxDir, 0o700); err != nil {
+		return Handle{}, Wrapf(ErrResourceExhausted, err, "cannot create the box directory")
+	}
+	if err := os.MkdirAll(filepath.Dir(spec.Socket), 0o700); err != nil {
+		return Handle{}, Wrapf(ErrInternal, err, "cannot create the socket directory")
+	}
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	defer cancel()
+	h, err := eng.Start(sctx, spec)
+	if err == nil {
+		// Persisted next to the box too, so leftovers can be found and
+		// killed even if the row is lost.
+		if werr := writeFileAtomic(filepath.Join(spec.BoxDir, engineStateFile), mustJSON(h)); werr != nil {
+			return h, Wrapf(ErrResourceExhausted, werr, "cannot record the box's state")
+		}
+	}
+	return h, err
+}
+
+func (m *Manager) setRunningLocked(ctx context.Context, id string, h Handle) error {
+	_, err := m.store.Update(ctx, id, func(b *persist.Box) error {
+		if !CanTransition(Status(b.Status), StatusRunning) {
+			return Errorf(ErrFailedPrecondition, "box %s is %s", id, b.Status)
+		}
+		b.Status, b.StatusReason, b.EngineState = string(StatusRunning), "", mustJSON(h)
+		b.LastUsedAt = m.cfg.Now()
+		return nil
+	})
+	if err != nil {
+		return Wrapf(ErrInternal, err, "could not record that box %s runs", id)
+	}
+	return nil
+}
+
+// markLocked moves a box to status s with a reason, if the table allows it.
+func (m *Manager) markLocked(ctx context.Context, id string, s Status, reason string) error {
+	_, err := m.store.Update(ctx, id, func(b *persist.Box) error {
+		if Status(b.Status) == s {
+			b.StatusReason = reason
+			return nil
+		}
+		if !CanTransition(Status(b.Status), s) {
+			return Errorf(ErrFailedPrecondition, "box %s cannot go from %s to %s", id, b.Status, s)
+		}
+		b.Status, b.StatusReason = string(s), reason
+		return nil
+	})
+	if err != nil {
+		m.log.Warn("status change failed", "box_id", id, "to", s, "err", err)
+	}
+	return err
+}
+
+// Get resolves ref (id, name or unique id prefix) among owner's boxes.
+func (m *Manager) Get(ctx context.Context, owner, ref string) (*Box, error) {
+	r, err := m.resolve(ctx, owner, ref)
+	if err != nil {
+		return nil, err
+	}
+	return toBox(r), nil
+}
+
+func (m *Manager) resolve(ctx context.Context, owner, ref string) (*persist.Box, error) {
+	r, err := m.store.Resolve(ctx, owner, ref)
+	switch {
+	case errors.Is(err, persist.ErrNotFound):
+		return nil, Wrapf(ErrNotFound, err, "no box matches %q; list_boxes shows the boxes you have", ref)
+	case errors.Is(err, persist.ErrAmbiguous):
+		return nil, Wrapf(ErrInvalidArgument, err, "%s", trimClass(err))
+	case err != nil:
+		return nil, Wrapf(ErrInternal, err, "could not look up box %q", ref)
+	}
+	return r, nil
+}
+
+// trimClass drops the trailing ": <class>" that persist errors carry.
+func trimClass(err error) string {
+	s := err.Error()
+	for _, c := range []error{persist.ErrNameTaken, persist.ErrAmbiguous, persist.ErrNotFound} {
+		if suffix := ": " + c.Error(); len(s) > len(suffix) && s[len(s)-len(suffix):] == suffix {
+			return s[:len(s)-len(suffix)]
+		}
+	}
+	return s
+}
+
+// List returns owner's boxes, optionally only those with status.
+func (m *Manager) List(ctx context.Context, owner string, status Status) ([]*Box, error) {
+	if status != "" && !status.Valid() {
+		return nil, Errorf(ErrInvalidArgument, "unknown status %q", status)
+	}
+	rows, err := m.store.List(ctx, persist.Filter{Owner: owner, Status: string(status)})
+	if err != nil {
+		return nil, Wrapf(ErrInternal, err, "could not list boxes")
+	}
+	out := make([]*Box, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, toBox(r))
+	}
+	return out, nil
+}
+
+// Stop shuts a box down; its files survive and the next call starts it
+// again. Stopping a stopped box is a no-op.
+func (m *Manager) Stop(ctx context.Context, owner, ref string) (*Box, error) {
+	r, err := m.resolve(ctx, owner, ref)
+	if err != nil {
+		return nil, err
+	}
+	return m.stop(ctx, r.ID, "stopped on request")
+}
+
+func (m *Manager) stop(ctx context.Context, id, reason string) (*Box, error) {
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.unlock(false)
+	r, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
+	}
+	switch Status(r.Status) {
+	case StatusStopped, StatusFailed:
+		return toBox(r), nil
+	}
+	if err := requireStatus(id, "stop", Status(r.Status), StatusRunning, StatusStarting, StatusStopping, StatusCreating); err != nil {
+		return nil, err
+	}
+	if err := m.markLocked(ctx, id, StatusStopping, reason); err != nil && Status(r.Status) != StatusCreating {
+		return nil, Wrapf(ErrInternal, err, "could not record the stop")
+	}
+	m.dropClient(id)
+	eng, spec, h, err := m.engineFor(r)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.StopGrace+30*time.Second)
+	defer cancel()
+	if err := eng.Stop(sctx, spec, h, m.cfg.StopGrace); err != nil {
+		m.markLocked(sctx, id, StatusFailed, "stop failed: "+err.Error())
+		return nil, Wrapf(ErrInternal, err, "box %s did not stop cleanly", id)
+	}
+	m.markLocked(sctx, id, StatusStopped, reason)
+	m.log.Info("box stopped", "box_id", id, "reason", reason)
+	r, err = m.store.Get(sctx, id)
+	if err != nil {
+		return nil, Wrapf(ErrNotFound, err, "box %s vanished", id)
+	}
+	return toBox(r), nil
+}
+
+// Destroy kills a box and removes everything it had: processes, mounts,
+// sockets, files, and finally its row. Destroying a box that is already
+// gone is ErrNotFound.
+func (m *Manager) Destroy(ctx context.Context, owner, ref string) (*Box, error) {
+	r, err := m.resolve(ctx, owner, ref)
+	if err != nil {
+		return nil, err
+	}
+	return m.destroy(ctx, r.ID, "destroyed on request")
+}
+
+func (m *Manager) destroy(ctx context.Context, id, reason string) (*Box, error) {
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return nil, err
+	}
+	removed := false
+	defer func() { lk.unlock(removed) }()
+	r, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
+	}
+	// Teardown must finish even if the caller goes away.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if err := m.markLocked(dctx, id, StatusDestroying, reason); err != nil {
+		return nil, Wrapf(ErrInternal, err, "could not record the destroy")
+	}
+	m.dropClient(id)
+	eng, spec, h, err := m.engineFor(r)
+	if err == nil {
+		err = eng.Destroy(dctx, spec, h)
+	}
+	if err != nil {
+		m.markLocked(dctx, id, StatusDestroying, "destroy incomplete, will retry: "+err.Error())
+		return nil, Wrapf(ErrInternal, err, "box %s could not be fully destroyed; try again", id)
+	}
+	os.RemoveAll(spec.BoxDir) // engines remove it; this catches a box that never started
+	if err := m.store.Delete(dctx, id); err != nil && !errors.Is(err, persist.ErrNotFound) {
+		return nil, Wrapf(ErrInternal, err, "box %s: resources freed but the record could not be deleted", id)
+	}
+	removed = true
+	m.log.Info("box destroyed", "box_id", id, "reason", reason)
+	b := toBox(r)
+	b.Status = StatusDestroying
+	return b, nil
+}
+
+// engineFor returns the engine, spec and handle of a stored box.
+func (m *Manager) engineFor(r *persist.Box) (Engine, Spec, Handle, error) {
+	b := toBox(r)
+	eng, ok := m.engines[r.Engine]
+	if !ok {
+		return nil, b.Spec, Handle{}, Errorf(ErrUnavailable, "box %s runs on engine %s, which this server does not have", r.ID, r.Engine)
+	}
+	var h Handle
+	if len(r.EngineState) > 0 {
+		if err := json.Unmarshal(r.EngineState, &h); err != nil {
+			return nil, b.Spec, Handle{}, Wrapf(ErrInternal, err, "box %s has an unreadable engine state", r.ID)
+		}
+	}
+	return eng, b.Spec, h, nil
+}
+
+func (m *Manager) dropClient(id string) {
+	m.mu.Lock()
+	ac := m.clients[id]
+	delete(m.clients, id)
+	m.mu.Unlock()
+	if ac != nil {
+		ac.c.Close()
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// writeFileAtomic writes data to path through a temp file and a rename.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func joinSemi(s []string) string  { return strings.Join(s, "; ") }
+func joinComma(s []string) string { return strings.Join(s, ", ") }

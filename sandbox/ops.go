@@ -1,0 +1,358 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+)
+
+// dialTimeout bounds connecting to a running box's agent.
+const dialTimeout = 10 * time.Second
+
+// staleAfter is how long a cached agent connection may sit unused before
+// it is pinged ahead of the next call: a box may have died meanwhile, and a
+// call must not be sent into a dead connection (it could not be retried
+// safely).
+const staleAfter = 250 * time.Millisecond
+
+// touchEvery refreshes last_used_at during long calls so the reaper
+// (of any server process) never stops a box in use.
+const touchEvery = 30 * time.Second
+
+// Start starts a stopped or failed box. Starting a running box is a no-op.
+func (m *Manager) Start(ctx context.Context, owner, ref string) (*Box, error) {
+	r, err := m.resolve(ctx, owner, ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.ensureRunning(ctx, r.ID); err != nil {
+		return nil, err
+	}
+	return m.Get(ctx, owner, r.ID)
+}
+
+// ensureRunning returns a connected client for box id, starting the box
+// first if it is stopped or failed, and noticing a box whose process died.
+func (m *Manager) ensureRunning(ctx context.Context, id string) (*client.Client, error) {
+	if c := m.cachedClient(ctx, id); c != nil {
+		return c, nil
+	}
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.unlock(false)
+	// Re-check: another goroutine may have connected while we waited.
+	if c := m.cachedClient(ctx, id); c != nil {
+		return c, nil
+	}
+	r, err := m.store.Get(ctx, id)
+	if err != nil {
+		return nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
+	}
+	eng, spec, h, err := m.engineFor(r)
+	if err != nil {
+		return nil, err
+	}
+	log := m.log.With("box_id", id, "engine", eng.Name())
+	switch st := Status(r.Status); st {
+	case StatusDestroying:
+		return nil, Errorf(ErrFailedPrecondition, "box %s is being destroyed", id)
+	case StatusRunning, StatusCreating, StatusStarting, StatusStopping:
+		// Under the lock, a transitional status means the server doing
+		// that transition died. Whatever the status, ask the engine.
+		c, err := m.connect(ctx, eng, spec, h)
+		if err == nil {
+			if st != StatusRunning {
+				m.setRunningLocked(ctx, id, h)
+			}
+			return m.keepClient(id, c), nil
+		}
+		rerr := eng.Recover(ctx, spec, h)
+		if rerr == nil {
+			return nil, Wrapf(ErrUnavailable, err, "box %s is running but its agent does not answer; try again or destroy it", id)
+		}
+		reason := "box process exited"
+		if !errors.Is(rerr, ErrNotRunning) {
+			reason = "box process lost: " + rerr.Error()
+		}
+		log.Warn("box found dead; restarting", "reason", reason, "dial_err", err)
+		if st == StatusRunning || st == StatusStopping {
+			m.markLocked(ctx, id, StatusStopped, reason)
+		} else {
+			m.markLocked(ctx, id, StatusFailed, reason)
+		}
+	case StatusStopped, StatusFailed:
+	default:
+		return nil, Errorf(ErrInternal, "box %s has unknown status %q", id, r.Status)
+	}
+
+	if err := m.markLocked(ctx, id, StatusStarting, ""); err != nil {
+		return nil, Wrapf(ErrInternal, err, "could not record the start of box %s", id)
+	}
+	log.Info("starting box")
+	h, err = m.startLocked(ctx, eng, spec)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		// Kill what the failed start left; keep the box's files.
+		stopErr := eng.Stop(cctx, spec, h, 0)
+		m.markLocked(cctx, id, StatusFailed, "start failed: "+err.Error())
+		log.Warn("box failed to start", "err", err, "cleanup_err", stopErr)
+		return nil, startError(err)
+	}
+	if err := m.setRunningLocked(ctx, id, h); err != nil {
+		return nil, err
+	}
+	c, err := m.connect(ctx, eng, spec, h)
+	if err != nil {
+		return nil, Wrapf(ErrUnavailable, err, "box %s started but its agent does not answer", id)
+	}
+	return m.keepClient(id, c), nil
+}
+
+func (m *Manager) connect(ctx context.Context, eng Engine, spec Spec, h Handle) (*client.Client, error) {
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	conn, err := eng.Dial(dctx, spec, h)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(dctx, conn, m.cfg.ClientName)
+}
+
+func (m *Manager) keepClient(id string, c *client.Client) *client.Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old := m.clients[id]; old != nil && old.c != c {
+		old.c.Close()
+	}
+	ac := &agentConn{c: c}
+	ac.markUsed()
+	m.clients[id] = ac
+	return c
+}
+
+// cachedClient returns the live cached client of box id, or nil. A client
+// unused for staleAfter is pinged first; one that fails is dropped.
+func (m *Manager) cachedClient(ctx context.Context, id string) *client.Client {
+	m.mu.Lock()
+	ac := m.clients[id]
+	m.mu.Unlock()
+	if ac == nil {
+		return nil
+	}
+	if !ac.c.Closed() && time.Since(ac.lastUsed()) < staleAfter {
+		ac.markUsed()
+		return ac.c
+	}
+	if !ac.c.Closed() {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := ac.c.Ping(pctx)
+		cancel()
+		if err == nil {
+			ac.markUsed()
+			return ac.c
+		}
+	}
+	m.mu.Lock()
+	if m.clients[id] == ac {
+		delete(m.clients, id)
+	}
+	m.mu.Unlock()
+	ac.c.Close()
+	return nil
+}
+
+// withAgent resolves ref, makes sure the box runs, and runs fn with its
+// agent client, keeping the box marked as used meanwhile. A connection that
+// breaks during fn is checked: if the box process died, the box is marked
+// stopped and the error says so.
+func (m *Manager) withAgent(ctx context.Context, owner, ref string, fn func(*client.Client) error) (*Box, error) {
+	r, err := m.resolve(ctx, owner, ref)
+	if err != nil {
+		return nil, err
+	}
+	id := r.ID
+	c, err := m.ensureRunning(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	m.setBusy(id, 1)
+	defer m.setBusy(id, -1)
+	m.touch(id)
+	stop := m.touchWhile(id)
+	err = fn(c)
+	stop()
+	m.markUsed(id)
+	m.touch(id)
+	if err == nil {
+		return toBox(r), nil
+	}
+	return toBox(r), m.callError(ctx, id, c, err)
+}
+
+// callError classifies an error from an agent call.
+func (m *Manager) callError(ctx context.Context, id string, c *client.Client, err error) error {
+	var werr *wire.Error
+	switch {
+	case errors.As(err, &werr):
+		return Wrapf(agentClass(werr.Code), err, "%s", werr.Message)
+	case errors.Is(err, context.Canceled):
+		return Wrapf(ErrDeadlineExceeded, err, "call cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return Wrapf(ErrDeadlineExceeded, err, "call timed out")
+	case errors.Is(err, client.ErrDisconnected):
+		m.dropClient(id)
+		reason := m.checkDead(ctx, id)
+		if reason != "" {
+			return Wrapf(ErrUnavailable, err, "the box stopped during the call (%s); call again to restart it", reason)
+		}
+		return Wrapf(ErrUnavailable, err, "lost the connection to the box's agent; call again")
+	}
+	return Wrapf(ErrInternal, err, "agent call failed")
+}
+
+// checkDead looks at a box whose connection broke. If its process is gone it
+// marks the box stopped and returns the reason; else "".
+func (m *Manager) checkDead(ctx context.Context, id string) string {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	lk, err := lockBox(cctx, m.locksDir(), id)
+	if err != nil {
+		return ""
+	}
+	defer lk.unlock(false)
+	r, err := m.store.Get(cctx, id)
+	if err != nil || Status(r.Status) != StatusRunning {
+		return ""
+	}
+	eng, spec, h, err := m.engineFor(r)
+	if err != nil {
+		return ""
+	}
+	if rerr := eng.Recover(cctx, spec, h); rerr != nil {
+		reason := "box process exited"
+		m.markLocked(cctx, id, StatusStopped, reason)
+		m.log.Warn("box process died during a call", "box_id", id, "err", rerr)
+		return reason
+	}
+	return ""
+}
+
+func agentClass(c wire.Code) error {
+	switch c {
+	case wire.CodeNotFound:
+		return ErrNotFound
+	case wire.CodeInvalid, wire.CodeIsDir, wire.CodeNotDir:
+		return ErrInvalidArgument
+	case wire.CodePermission:
+		return ErrFailedPrecondition
+	case wire.CodeTooLarge, wire.CodeNoSpace:
+		return ErrResourceExhausted
+	case wire.CodeExists:
+		return ErrAlreadyExists
+	}
+	return ErrInternal
+}
+
+func (m *Manager) markUsed(id string) {
+	m.mu.Lock()
+	ac := m.clients[id]
+	m.mu.Unlock()
+	if ac != nil {
+		ac.markUsed()
+	}
+}
+
+func (m *Manager) setBusy(id string, d int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.busy[id] += d
+	if m.busy[id] <= 0 {
+		delete(m.busy, id)
+	}
+}
+
+func (m *Manager) isBusy(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.busy[id] > 0
+}
+
+func (m *Manager) touch(id string) {
+	if err := m.store.Touch(m.ctx, id, m.cfg.Now()); err != nil && !errors.Is(err, persist.ErrNotFound) {
+		m.log.Warn("touch failed", "box_id", id, "err", err)
+	}
+}
+
+// touchWhile touches the box every touchEvery until the returned func is called.
+func (m *Manager) touchWhile(id string) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(touchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				m.touch(id)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// Exec runs a program in the box (starting the box if it is stopped).
+// A non-zero exit or a timeout is a normal result.
+func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequest, eio client.ExecIO) (*wire.ExecResult, *Box, error) {
+	var res *wire.ExecResult
+	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		var err error
+		res, err = c.Exec(ctx, req, eio)
+		return err
+	})
+	return res, b, err
+}
+
+// WriteFile writes r to path in the box; size is exact or -1.
+func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.WriteFileReq, r io.Reader) (*wire.Result, *Box, error) {
+	var res *wire.Result
+	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		var err error
+		res, err = c.WriteFile(ctx, req, r)
+		return err
+	})
+	return res, b, err
+}
+
+// ReadFile copies a file from the box into w.
+func (m *Manager) ReadFile(ctx context.Context, owner, ref string, req wire.ReadFileReq, w io.Writer) (*wire.Result, *Box, error) {
+	var res *wire.Result
+	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		var err error
+		res, err = c.ReadFile(ctx, req, w)
+		return err
+	})
+	return res, b, err
+}
+
+// Info asks the box's agent about the box.
+func (m *Manager) Info(ctx context.Context, owner, ref string) (*wire.Info, error) {
+	var in *wire.Info
+	_, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		var err error
+		in, err = c.Info(ctx)
+		return err
+	})
+	return in, err
+}
+

@@ -1,0 +1,174 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+)
+
+// ReconcileReport says what Reconcile found and did.
+type ReconcileReport struct {
+	Rebooted  bool     // the host boot id changed since the last server
+	Checked   int      // boxes looked at
+	Alive     int      // boxes still running
+	Stopped   []string // boxes found dead and marked stopped
+	Failed    []string // boxes marked failed
+	Destroyed []string // half-destroyed boxes finished off
+	Orphans   []string // box directories without a row, cleaned
+	Errors    []error  // per-box failures; one box never aborts the rest
+}
+
+// Reconcile makes the store agree with reality, under one time budget
+// (ctx). It is run at server start and is safe to run while other server
+// processes use the same home: each box is examined under its lock.
+//
+// A changed host boot id means the machine rebooted, so no box process can
+// have survived: every live box becomes stopped. Otherwise each live box's
+// engine checks its process (pid and start time) and agent; dead ones become
+// stopped, or failed if they died while being created. Boxes left in
+// "destroying" are destroyed again, and box directories with no row (a
+// crash between engine teardown and the row's deletion, or a lost row) have
+// their processes killed and are removed.
+//
+// Racy by nature: a box can die right after it was found alive. Callers
+// still handle dead boxes on use (see ensureRunning).
+func (m *Manager) Reconcile(ctx context.Context) ReconcileReport {
+	var rep ReconcileReport
+	boot, err := m.cfg.BootID()
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+	} else {
+		prev, err := m.store.SwapBootID(ctx, boot)
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+		rep.Rebooted = prev != "" && prev != boot
+	}
+	rows, err := m.store.List(ctx, persist.Filter{})
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+		return rep
+	}
+	for _, r := range rows {
+		if ctx.Err() != nil {
+			rep.Errors = append(rep.Errors, ctx.Err())
+			break
+		}
+		rep.Checked++
+		if err := m.reconcileBox(ctx, r.ID, rep.Rebooted, &rep); err != nil {
+			rep.Errors = append(rep.Errors, err)
+			m.log.Warn("reconcile box", "box_id", r.ID, "err", err)
+		}
+	}
+	m.cleanOrphans(ctx, &rep)
+	m.log.Info("reconciled", "rebooted", rep.Rebooted, "checked", rep.Checked, "alive", rep.Alive,
+		"stopped", len(rep.Stopped), "failed", len(rep.Failed), "destroyed", len(rep.Destroyed), "orphans", len(rep.Orphans), "errors", len(rep.Errors))
+	return rep
+}
+
+func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, rep *ReconcileReport) error {
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return err
+	}
+	r, err := m.store.Get(ctx, id)
+	if err != nil {
+		lk.unlock(false)
+		if errors.Is(err, persist.ErrNotFound) {
+			return nil // destroyed meanwhile
+		}
+		return err
+	}
+	st := Status(r.Status)
+	if st == StatusDestroying {
+		lk.unlock(false)
+		if _, err := m.destroy(ctx, id, "destroy finished after a restart"); err != nil {
+			return err
+		}
+		rep.Destroyed = append(rep.Destroyed, id)
+		return nil
+	}
+	defer lk.unlock(false)
+	if !st.Live() {
+		return nil
+	}
+	eng, spec, h, err := m.engineFor(r)
+	if err != nil {
+		m.markLocked(ctx, id, StatusFailed, PublicMessage(err))
+		rep.Failed = append(rep.Failed, id)
+		return nil
+	}
+	alive := false
+	reason := "host rebooted"
+	if !rebooted {
+		rerr := eng.Recover(ctx, spec, h)
+		alive = rerr == nil
+		reason = "box process exited while no server was watching"
+		if rerr != nil && !errors.Is(rerr, ErrNotRunning) {
+			reason = "box process lost: " + rerr.Error()
+		}
+	} else {
+		// Nothing survived the reboot, but sockets and mounts may remain.
+		eng.Stop(ctx, spec, h, 0)
+	}
+	switch {
+	case alive && st == StatusRunning:
+		rep.Alive++
+	case alive:
+		// The server that was starting or stopping it died; it runs, so
+		// it is running.
+		m.setRunningLocked(ctx, id, h)
+		rep.Alive++
+	case st == StatusCreating || st == StatusStarting:
+		m.markLocked(ctx, id, StatusFailed, "server stopped while the box was starting")
+		rep.Failed = append(rep.Failed, id)
+	default:
+		m.markLocked(ctx, id, StatusStopped, reason)
+		rep.Stopped = append(rep.Stopped, id)
+	}
+	return nil
+}
+
+// cleanOrphans kills and removes box directories that have no row.
+func (m *Manager) cleanOrphans(ctx context.Context, rep *ReconcileReport) {
+	ents, err := os.ReadDir(m.boxesDir())
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		id := e.Name()
+		if !e.IsDir() {
+			continue
+		}
+		lk, err := lockBox(ctx, m.locksDir(), id)
+		if err != nil {
+			continue
+		}
+		if _, err := m.store.Get(ctx, id); !errors.Is(err, persist.ErrNotFound) {
+			lk.unlock(false)
+			continue
+		}
+		dir := filepath.Join(m.boxesDir(), id)
+		spec := Spec{ID: id, BoxDir: dir, Socket: m.socketPath(id)}
+		var h Handle
+		if b, err := os.ReadFile(filepath.Join(dir, engineStateFile)); err == nil && json.Unmarshal(b, &h) == nil {
+			if eng, ok := m.engines[h.Engine]; ok {
+				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				if err := eng.Destroy(dctx, spec, h); err != nil {
+					rep.Errors = append(rep.Errors, err)
+				}
+				cancel()
+			}
+		}
+		os.RemoveAll(dir)
+		os.Remove(spec.Socket)
+		lk.unlock(true)
+		rep.Orphans = append(rep.Orphans, id)
+		m.log.Info("removed orphaned box directory", "box_id", id)
+	}
+}
