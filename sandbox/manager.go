@@ -30,14 +30,14 @@ import (
 
 // Limits on what a box may ask for.
 const (
-	MaxCPUs        = 16
-	MinMemoryMiB   = 64
-	MaxMemoryMiB   = 64 << 10
-	DefaultCPUs    = 1
-	DefaultMemory  = 512
-	DefaultImage   = "default"
-	MaxEnvEntries  = 256
-	maxNameLength  = 63
+	MaxCPUs         = 16
+	MinMemoryMiB    = 64
+	MaxMemoryMiB    = 64 << 10
+	DefaultCPUs     = 1
+	DefaultMemory   = 512
+	DefaultImage    = "default"
+	MaxEnvEntries   = 256
+	maxNameLength   = 63
 	engineStateFile = "engine.json"
 )
 
@@ -78,9 +78,9 @@ type Manager struct {
 	ctx     context.Context // cancelled by Close; bounds background work
 	cancel  context.CancelFunc
 
-	mu      sync.Mutex                // guards the fields below
+	mu      sync.Mutex            // guards the fields below
 	clients map[string]*agentConn // box id → connected agent client
-	busy    map[string]int            // box id → calls in flight in this process
+	busy    map[string]int        // box id → calls in flight in this process
 }
 
 // New returns a Manager. It does not touch boxes; call Reconcile for that.
@@ -235,7 +235,7 @@ type CreateRequest struct {
 }
 
 var (
-	nameRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 

@@ -64,7 +64,10 @@ func (e *env) manager() (*sandbox.Manager, *enginetest.Fake) {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func run(t *testing.T, m *sandbox.Manager, owner, ref, script string) (string, *wire.ExecResult) {
 	t.Helper()

@@ -355,4 +355,3 @@ func (m *Manager) Info(ctx context.Context, owner, ref string) (*wire.Info, erro
 	})
 	return in, err
 }
-
