@@ -34,15 +34,10 @@ var (
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// baseEnv is the environment every exec starts from.
+// baseEnv is the environment every exec starts from: defaults, overridden by
+// the agent's own environment (which engines set to the box's environment).
 func baseEnv() []string {
-	get := func(k, def string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return def
-	}
-	return []string{"PATH=" + get("PATH", defaultPath), "HOME=" + get("HOME", "/root"), "LANG=" + get("LANG", "C.UTF-8"), "TERM=dumb"}
+	return mergeEnv([]string{"PATH=" + defaultPath, "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"}, os.Environ())
 }
 
 // mergeEnv returns base with extra's entries added, later keys winning.

@@ -23,6 +23,9 @@ type InitConfig struct {
 	Hostname string
 	// SkipDevtmpfs leaves /dev alone (a jail provides its own nodes).
 	SkipDevtmpfs bool
+	// NoMounts skips every mount: the box's creator did them (a jail,
+	// whose seccomp filter then forbids mount).
+	NoMounts bool
 }
 
 // mountSpec is one mount the init performs if the target is not mounted yet.
@@ -63,7 +66,9 @@ func Init(cfg InitConfig, log *slog.Logger) error {
 			return errors.Join(append(errs, err)...) // without a root there is nothing to serve
 		}
 	}
-	errs = append(errs, mountAll(baseMounts(!cfg.SkipDevtmpfs), log)...)
+	if !cfg.NoMounts {
+		errs = append(errs, mountAll(baseMounts(!cfg.SkipDevtmpfs), log)...)
+	}
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			errs = append(errs, fmt.Errorf("sethostname: %w", err))

@@ -25,7 +25,8 @@ func main() {
 		rootDev  = flag.String("root", "", "block device to mount and switch into, e.g. /dev/vda")
 		rootFS   = flag.String("rootfstype", "ext4", "file system of --root")
 		hostname = flag.String("hostname", "", "host name to set")
-		noDev    = flag.Bool("no-devtmpfs", false, "do not mount devtmpfs on /dev (jails)")
+		noDev    = flag.Bool("no-devtmpfs", false, "do not mount devtmpfs on /dev")
+		noMounts = flag.Bool("no-mounts", false, "do no mounts at all (the jail did them)")
 		outLimit = flag.Int64("output-limit", 0, "default per-exec output cap in bytes")
 		maxFile  = flag.Int64("max-file-size", 0, "file read/write cap in bytes")
 		verbose  = flag.Bool("v", false, "debug logging")
@@ -63,7 +64,7 @@ func main() {
 			mods = strings.Split(*modules, ",")
 		}
 		// Init failures are logged; the agent serves whatever it can.
-		guestagent.Init(guestagent.InitConfig{Modules: mods, RootDevice: *rootDev, RootFSType: *rootFS, Hostname: *hostname, SkipDevtmpfs: *noDev}, log)
+		guestagent.Init(guestagent.InitConfig{Modules: mods, RootDevice: *rootDev, RootFSType: *rootFS, Hostname: *hostname, SkipDevtmpfs: *noDev, NoMounts: *noMounts}, log)
 		cfg.PowerOff = guestagent.PowerOff
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

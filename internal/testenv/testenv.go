@@ -1,0 +1,111 @@
+// Package testenv gives tests what the real engines need: root, a built
+// guest agent and a built default image, cached across test runs.
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+// RequireRoot skips t unless it runs as root. `make test` runs as root on
+// the CI machines, so these tests run there.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// CacheHome is the home whose images/ tests share: $BOXLITE_TEST_HOME, or
+// /var/tmp/boxlite-test-home.
+func CacheHome() string {
+	if h := os.Getenv("BOXLITE_TEST_HOME"); h != "" {
+		return h
+	}
+	return "/var/tmp/boxlite-test-home"
+}
+
+var (
+	agentOnce sync.Once
+	agentPath string
+	agentErr  error
+)
+
+// Agent builds cmd/boxlite-guest (static) once per test process.
+func Agent(t testing.TB) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "boxlite-agent-")
+		if err != nil {
+			agentErr = err
+			return
+		}
+		agentPath = filepath.Join(dir, "boxlite-guest")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentPath, "./cmd/boxlite-guest")
+		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = &buildError{err: err, out: string(out)}
+		}
+	})
+	if agentErr != nil {
+		t.Fatalf("building the guest agent: %v", agentErr)
+	}
+	return agentPath
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
+
+// Image makes sure the default image exists in CacheHome (building it the
+// first time: about a minute) and returns it.
+func Image(t testing.TB) *image.Image {
+	t.Helper()
+	RequireRoot(t)
+	home := CacheHome()
+	if img, err := image.Locate(home, "default"); err == nil {
+		return img
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	t.Logf("building the default image in %s (first run only)", home)
+	img, err := image.Build(ctx, image.BuildConfig{Home: home, Agent: Agent(t), AgentVersion: guestagent.Version, Progress: logWriter{t}})
+	if err != nil {
+		t.Fatalf("building the default image: %v", err)
+	}
+	return img
+}
+
+// Home returns a fresh home for one test whose images/ is the shared cache.
+func Home(t testing.TB) string {
+	t.Helper()
+	Image(t)
+	home := t.TempDir()
+	if err := os.Symlink(filepath.Join(CacheHome(), "images"), filepath.Join(home, "images")); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
+type logWriter struct{ t testing.TB }
+
+func (w logWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

@@ -1,0 +1,449 @@
+package image
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Build errors, for callers that want to tell them apart.
+var (
+	ErrNeedRoot    = errors.New("image build needs root")
+	ErrMissingTool = errors.New("missing tool")
+	ErrMirror      = errors.New("package mirror unreachable")
+	ErrNoSpace     = errors.New("no space left on device")
+)
+
+// BuildConfig configures Build. Zero fields take defaults.
+type BuildConfig struct {
+	Home string // required
+	Name string // default "default"
+	// Agent is the path of the static boxlite-guest binary to install (required).
+	Agent string
+	// AgentVersion is recorded in the manifest.
+	AgentVersion string
+	Suite        string   // default "bookworm"
+	Mirror       string   // default: the host's apt mirror, else deb.debian.org
+	Packages     []string // default: python3, nodejs, ca-certificates (bash, coreutils are in minbase)
+	// Ext4Size is the size of rootfs.ext4 (default 4 GiB, sparse).
+	Ext4Size int64
+	// JailUIDBase is the host uid that box uid 0 maps to (default DefaultJailUIDBase).
+	JailUIDBase uint32
+	// Kernel, when set, adds VM boot files (see kernel.go).
+	Kernel func(ctx context.Context, dir string, step func(string) func()) (*Kernel, error)
+	// Progress receives one line per step with its timing (default: discard).
+	Progress io.Writer
+	// Force rebuilds a complete image.
+	Force  bool
+	Logger *slog.Logger
+}
+
+func (c *BuildConfig) setDefaults() {
+	if c.Name == "" {
+		c.Name = "default"
+	}
+	if c.Suite == "" {
+		c.Suite = "bookworm"
+	}
+	if c.Mirror == "" {
+		c.Mirror = HostMirror()
+	}
+	if len(c.Packages) == 0 {
+		c.Packages = []string{"python3", "nodejs", "ca-certificates"}
+	}
+	if c.Ext4Size == 0 {
+		c.Ext4Size = 4 << 30
+	}
+	if c.JailUIDBase == 0 {
+		c.JailUIDBase = DefaultJailUIDBase
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// HostMirror returns the Debian mirror the host's apt uses, or deb.debian.org.
+func HostMirror() string {
+	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			switch {
+			case len(fields) >= 2 && fields[0] == "URIs:" && !strings.Contains(fields[1], "security"):
+				return fields[1]
+			case len(fields) >= 3 && fields[0] == "deb" && !strings.Contains(fields[1], "security") && !strings.HasPrefix(fields[1], "["):
+				return fields[1]
+			}
+		}
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// Preflight checks what a build needs and says what to do about it.
+func Preflight() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("building an image runs debootstrap, which needs root; run `sudo boxlite-mcp image build`: %w", ErrNeedRoot)
+	}
+	for tool, pkg := range map[string]string{"debootstrap": "debootstrap", "mke2fs": "e2fsprogs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found; install it with `apt-get install %s`: %w", tool, pkg, ErrMissingTool)
+		}
+	}
+	return nil
+}
+
+// Build builds image cfg.Name unless a complete one exists, and returns it.
+func Build(ctx context.Context, cfg BuildConfig) (*Image, error) {
+	cfg.setDefaults()
+	if cfg.Home == "" || cfg.Agent == "" {
+		return nil, errors.New("image: BuildConfig.Home and Agent are required")
+	}
+	imagesDir := filepath.Join(cfg.Home, "images")
+	if err := os.MkdirAll(imagesDir, 0o711); err != nil {
+		return nil, noSpace(err, imagesDir)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(imagesDir, "."+cfg.Name+".lock"))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if !cfg.Force {
+		if img, err := Locate(cfg.Home, cfg.Name); err == nil {
+			fmt.Fprintf(cfg.Progress, "image %q is already built (%s); nothing to do\n", cfg.Name, img.Dir)
+			return img, nil
+		}
+	}
+	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	// Leftovers of interrupted builds of this image.
+	old, _ := filepath.Glob(filepath.Join(imagesDir, ".build-"+cfg.Name+"-*"))
+	for _, d := range old {
+		cfg.Logger.Info("removing an interrupted build", "dir", d)
+		os.RemoveAll(d)
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	tmp := filepath.Join(imagesDir, ".build-"+cfg.Name+"-"+hex.EncodeToString(rnd[:]))
+	if err := os.MkdirAll(tmp, 0o711); err != nil {
+		return nil, noSpace(err, tmp)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	b := &builder{cfg: cfg, dir: tmp, start: time.Now()}
+	m, err := b.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	final := Dir(cfg.Home, cfg.Name)
+	if _, err := os.Stat(final); err == nil {
+		trash := final + ".old-" + hex.EncodeToString(rnd[:])
+		if err := os.Rename(final, trash); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(trash)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, err
+	}
+	ok = true
+	fmt.Fprintf(cfg.Progress, "image %q built in %.1fs: %s (%d packages, rootfs %d MiB)\n",
+		cfg.Name, m.BuildSeconds, final, len(m.Packages), m.RootfsBytes>>20)
+	return Locate(cfg.Home, cfg.Name)
+}
+
+type builder struct {
+	cfg   BuildConfig
+	dir   string
+	start time.Time
+	n     int
+}
+
+// step prints a step line and returns a func printing its duration.
+func (b *builder) step(what string) func() {
+	b.n++
+	t := time.Now()
+	total := 5
+	if b.cfg.Kernel != nil {
+		total = 6
+	}
+	fmt.Fprintf(b.cfg.Progress, "[%d/%d] %s ...\n", b.n, total, what)
+	return func() { fmt.Fprintf(b.cfg.Progress, "      done in %.1fs\n", time.Since(t).Seconds()) }
+}
+
+func (b *builder) run(ctx context.Context) (*Manifest, error) {
+	cfg := b.cfg
+	rootfs := filepath.Join(b.dir, "rootfs")
+	logPath := filepath.Join(b.dir, "build.log")
+
+	done := b.step(fmt.Sprintf("debootstrap %s (minbase + %s) from %s", cfg.Suite, strings.Join(cfg.Packages, ", "), cfg.Mirror))
+	cache := filepath.Join(cfg.Home, "cache", "debootstrap")
+	os.MkdirAll(cache, 0o700)
+	args := []string{"--variant=minbase", "--include=" + strings.Join(cfg.Packages, ","), "--cache-dir=" + cache, cfg.Suite, rootfs, cfg.Mirror}
+	if err := runLogged(ctx, logPath, "debootstrap", args...); err != nil {
+		return nil, debootstrapError(err, logPath, cfg.Mirror)
+	}
+	done()
+
+	done = b.step("installing the guest agent at " + AgentPath)
+	agentSum, err := copyFile(cfg.Agent, filepath.Join(rootfs, AgentPath), 0o755)
+	if err != nil {
+		return nil, noSpace(err, rootfs)
+	}
+	// Trim what a box never needs.
+	for _, g := range []string{"var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_Packages", "usr/share/doc/*", "usr/share/man/*"} {
+		ms, _ := filepath.Glob(filepath.Join(rootfs, g))
+		for _, p := range ms {
+			os.RemoveAll(p)
+		}
+	}
+	os.WriteFile(filepath.Join(rootfs, "etc/hostname"), []byte("box\n"), 0o644)
+	done()
+
+	pkgs, err := dpkgPackages(filepath.Join(rootfs, "var/lib/dpkg/status"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the package list: %w", err)
+	}
+
+	done = b.step("making rootfs.ext4 for VM engines")
+	ext4 := filepath.Join(b.dir, "rootfs.ext4")
+	if err := runLogged(ctx, logPath, "mke2fs", "-q", "-t", "ext4", "-L", "boxlite-root", "-d", rootfs, ext4, fmt.Sprint(cfg.Ext4Size>>10)+"k"); err != nil {
+		return nil, toolError("mke2fs", err, logPath)
+	}
+	ext4Sum, err := fileSHA256(ext4)
+	if err != nil {
+		return nil, err
+	}
+	done()
+
+	var kern *Kernel
+	if cfg.Kernel != nil {
+		done = b.step("adding the VM kernel and initramfs")
+		if kern, err = cfg.Kernel(ctx, b.dir, b.step); err != nil {
+			return nil, err
+		}
+		done()
+	}
+
+	done = b.step(fmt.Sprintf("shifting rootfs/ owners to the jail uid range (%d+)", cfg.JailUIDBase))
+	size, err := shiftOwners(rootfs, cfg.JailUIDBase)
+	if err != nil {
+		return nil, noSpace(err, rootfs)
+	}
+	done()
+
+	done = b.step("writing manifest.json")
+	st, _ := os.Stat(ext4)
+	m := &Manifest{
+		FormatVersion: FormatVersion, Name: cfg.Name, Created: time.Now().UTC(), Suite: cfg.Suite, Variant: "minbase",
+		Mirror: cfg.Mirror, Packages: pkgs, AgentVersion: cfg.AgentVersion, AgentSHA256: agentSum,
+		RootfsBytes: size, Ext4Bytes: st.Size(), Ext4SHA256: ext4Sum, JailUIDBase: cfg.JailUIDBase, Kernel: kern,
+		BuildSeconds: time.Since(b.start).Seconds(),
+	}
+	data, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(b.dir, "manifest.json"), data, 0o644); err != nil {
+		return nil, noSpace(err, b.dir)
+	}
+	done()
+	return m, nil
+}
+
+// runLogged runs a command with its output appended to logPath.
+func runLogged(ctx context.Context, logPath, name string, args ...string) error {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "$ %s %s\n", name, strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	return cmd.Run()
+}
+
+// logTail returns the last n lines of a log file.
+func logTail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func debootstrapError(err error, logPath, mirror string) error {
+	tail := logTail(logPath, 15)
+	switch {
+	case strings.Contains(tail, "No space left on device"):
+		return fmt.Errorf("the disk filled up during debootstrap:\n%s\n%w", tail, ErrNoSpace)
+	case strings.Contains(tail, "Failed getting release file"), strings.Contains(tail, "Couldn't download"),
+		strings.Contains(tail, "Temporary failure in name resolution"), strings.Contains(tail, "Connection refused"),
+		strings.Contains(tail, "Could not resolve"), strings.Contains(tail, "Unable to connect"):
+		return fmt.Errorf("cannot download from the Debian mirror %s; check the network or pass --mirror:\n%s\n%w", mirror, tail, ErrMirror)
+	}
+	return fmt.Errorf("debootstrap failed (%v):\n%s", err, tail)
+}
+
+func toolError(tool string, err error, logPath string) error {
+	tail := logTail(logPath, 10)
+	if strings.Contains(tail, "No space left") || strings.Contains(tail, "Could not allocate") {
+		return fmt.Errorf("%s: disk full:\n%s\n%w", tool, tail, ErrNoSpace)
+	}
+	return fmt.Errorf("%s failed (%v):\n%s", tool, err, tail)
+}
+
+func noSpace(err error, where string) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("no space left for the image in %s: %w", where, ErrNoSpace)
+	}
+	return err
+}
+
+func copyFile(src, dst string, mode os.FileMode) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", fmt.Errorf("guest agent %s: %w (run `make build` first)", src, err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+		out.Close()
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), out.Close()
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// dpkgPackages parses dpkg's status file: installed packages and versions.
+func dpkgPackages(statusFile string) ([]Package, error) {
+	b, err := os.ReadFile(statusFile)
+	if err != nil {
+		return nil, err
+	}
+	var out []Package
+	for _, para := range strings.Split(string(b), "\n\n") {
+		var p Package
+		installed := false
+		for _, line := range strings.Split(para, "\n") {
+			k, v, ok := strings.Cut(line, ": ")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "Package":
+				p.Name = v
+			case "Version":
+				p.Version = v
+			case "Status":
+				installed = strings.HasSuffix(v, " installed")
+			}
+		}
+		if p.Name != "" && installed {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// shiftOwners adds base to the owner and group of every file under root
+// (ids below 65536), keeping setuid/setgid bits that chown clears. It
+// returns the tree's total size in bytes.
+func shiftOwners(root string, base uint32) (int64, error) {
+	var size int64
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		size += fi.Size()
+		if st.Uid >= 65536 || st.Gid >= 65536 {
+			return nil // already shifted
+		}
+		if err := os.Lchown(p, int(base+st.Uid), int(base+st.Gid)); err != nil {
+			return err
+		}
+		if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 && fi.Mode()&fs.ModeSymlink == 0 {
+			return unix.Chmod(p, st.Mode&0o7777)
+		}
+		return nil
+	})
+	return size, err
+}
+
+// lockFile takes an exclusive flock on path, waiting until ctx is done.
+func lockFile(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if err != unix.EWOULDBLOCK {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another build of this image: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,200 @@
+package jail
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"unsafe"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"golang.org/x/sys/unix"
+)
+
+// InitArg is the hidden first argument that turns the boxlite-mcp binary
+// into a jail's init stage. Binaries that embed the jail engine must call
+// InitMain when they see it (cmd/boxlite-mcp and the tests' TestMain do).
+const InitArg = "__boxlite-jail-init"
+
+// File descriptors the engine hands to the init stage.
+const (
+	fdListener = 3 // the agent's listening unix socket; stays open across exec
+	fdSync     = 4 // read end of the start pipe: one byte means "go"
+	fdExe      = 5 // the executable the init stage runs from
+	fdMax      = fdExe
+)
+
+// initConfig is what the engine sends the init stage on stdin.
+type initConfig struct {
+	// Root is the box's root file system, mounted by the engine before
+	// the namespaces were made (and already detached on the host).
+	Root       string   `json:"root"`
+	Hostname   string   `json:"hostname"`
+	Network    bool     `json:"network"`
+	TmpSizeMiB int      `json:"tmp_size_mib"`
+	AgentArgs  []string `json:"agent_args"`
+	Env        []string `json:"env"`
+	Seccomp    bool     `json:"seccomp"`
+}
+
+// InitMain is the init stage of a jail. It runs as root of the box's new
+// user namespace and PID 1 of its new pid namespace, in new mount, net,
+// uts and ipc namespaces, already inside the box's cgroups. It mounts the
+// box's root (overlayfs over the image), /proc, /sys, a minimal /dev and
+// /tmp, pivots into it, installs the seccomp filter and execs the guest
+// agent, which stays PID 1. Errors go to stderr (the box's console.log) and
+// end the process: the engine sees the exit and reports the log.
+func InitMain() {
+	if err := initJail(); err != nil {
+		fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
+		os.Exit(125)
+	}
+}
+
+func initJail() error {
+	var cfg initConfig
+	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	// Wait for the engine: it puts us in the cgroups and sets up the network first.
+	var b [1]byte
+	if n, _ := os.NewFile(fdSync, "sync").Read(b[:]); n != 1 {
+		return errors.New("engine went away before the start signal")
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("making mounts private: %w", err)
+	}
+	// The copied root mount is locked (it came from a more privileged
+	// namespace) and pivot_root refuses locked mounts: bind it onto itself
+	// to get a mount of our own, and work relative to it from here on.
+	if err := unix.Mount(cfg.Root, cfg.Root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("binding the box root: %w", err)
+	}
+	if err := unix.Chdir(cfg.Root); err != nil {
+		return fmt.Errorf("entering the box root: %w", err)
+	}
+	if err := mountSystem(cfg); err != nil {
+		return err
+	}
+	if cfg.Network {
+		os.WriteFile("etc/resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644)
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return fmt.Errorf("sethostname: %w", err)
+		}
+		os.WriteFile("etc/hostname", []byte(cfg.Hostname+"\n"), 0o644)
+	}
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("bringing lo up: %w", err)
+	}
+	// pivot_root(".", ".") stacks the old root under the new one; detaching
+	// it leaves nothing of the host's file system reachable.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	for f := fdSync; f <= fdMax; f++ {
+		unix.CloseOnExec(f)
+	}
+	if cfg.Seccomp {
+		if err := seccomp.LoadFilter(seccompFilter()); err != nil {
+			return fmt.Errorf("loading the seccomp filter: %w", err)
+		}
+	}
+	argv := append([]string{agentPath}, cfg.AgentArgs...)
+	if err := unix.Exec(agentPath, argv, cfg.Env); err != nil {
+		return fmt.Errorf("exec %s: %w", agentPath, err)
+	}
+	return nil
+}
+
+// agentPath is the guest agent inside the image (image.AgentPath).
+const agentPath = "/usr/local/bin/boxlite-guest"
+
+// devices are bind-mounted from the host into the box's /dev.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountSystem mounts /proc, /sys, /dev and /tmp under the current directory
+// (the box root).
+func mountSystem(cfg initConfig) error {
+	type m struct {
+		src, dst, fstype string
+		flags            uintptr
+		data             string
+		optional         bool
+	}
+	tmpSize := cfg.TmpSizeMiB
+	if tmpSize <= 0 {
+		tmpSize = 256
+	}
+	mounts := []m{
+		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", false},
+		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, "", true},
+		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=64k", false},
+	}
+	for _, x := range mounts {
+		if err := os.MkdirAll(x.dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(x.src, x.dst, x.fstype, x.flags, x.data); err != nil && !x.optional {
+			return fmt.Errorf("mounting %s on /%s: %w", x.fstype, x.dst, err)
+		}
+	}
+	for _, d := range devices {
+		dst := filepath.Join("dev", d)
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Mount("/dev/"+d, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("binding /dev/%s: %w", d, err)
+		}
+	}
+	for link, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"} {
+		os.Symlink(target, filepath.Join("dev", link))
+	}
+	later := []m{
+		{"devpts", "dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", true},
+		{"tmpfs", "dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777,size=64m", false},
+		{"tmpfs", "tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%dm", tmpSize), false},
+		{"mqueue", "dev/mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	}
+	for _, x := range later {
+		if err := os.MkdirAll(x.dst, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(x.src, x.dst, x.fstype, x.flags, x.data); err != nil && !x.optional {
+			return fmt.Errorf("mounting %s on /%s: %w", x.fstype, x.dst, err)
+		}
+	}
+	return nil
+}
+
+// loopbackUp sets IFF_UP on lo in the box's network namespace.
+func loopbackUp() error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	var req [unix.IFNAMSIZ + 24]byte
+	copy(req[:], "lo")
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(s), unix.SIOCGIFFLAGS, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
+		return e
+	}
+	flags := *(*uint16)(unsafe.Pointer(&req[unix.IFNAMSIZ]))
+	*(*uint16)(unsafe.Pointer(&req[unix.IFNAMSIZ])) = flags | unix.IFF_UP
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(s), unix.SIOCSIFFLAGS, uintptr(unsafe.Pointer(&req[0]))); e != 0 {
+		return e
+	}
+	return nil
+}

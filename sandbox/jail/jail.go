@@ -1,0 +1,552 @@
+// Package jail is the namespace engine: each box is a process tree in its
+// own user, mount, pid, net, uts and ipc namespaces, on an overlayfs root
+// (the image's rootfs/ below, the box's upper/ above), inside cgroups that
+// limit memory, pids and CPU, under a seccomp filter. It needs no
+// virtualization, and it is weaker isolation than a VM: boxes share the
+// host's kernel. Doctor and the logs say so whenever it is chosen.
+//
+// Box uid 0..65535 map to host uids JailUIDBase..+65535, so root in a box is
+// an unprivileged user on the host. The box's first process (the guest
+// agent, PID 1 of the box's pid namespace) is detached from the server: it
+// keeps running when the server exits, and any server on the same home can
+// reattach to it through its unix socket. All of the box's mounts live in
+// its own mount namespace and vanish with it; nothing is mounted on the host.
+package jail
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+// Name is the engine's name.
+const Name = "jail"
+
+// handleVersion is the version of the state this engine persists.
+const handleVersion = 1
+
+// Config configures the engine. Zero fields take defaults.
+type Config struct {
+	// Home is the boxlite home (to find images). Required.
+	Home string
+	// SelfExe is the binary re-executed with InitArg (default: os.Executable()).
+	SelfExe string
+	// PidsMax caps processes per box (default 512).
+	PidsMax int
+	// Slirp is the slirp4netns binary for boxes with network (default: from PATH).
+	Slirp string
+	// NoSeccomp disables the seccomp filter (debugging only).
+	NoSeccomp bool
+	Logger    *slog.Logger
+}
+
+// Engine is the jail engine. It keeps no per-box state in memory: everything
+// is in the Handle and the box directory. Safe for concurrent use.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ sandbox.Engine = (*Engine)(nil)
+
+// New returns a jail engine.
+func New(cfg Config) *Engine {
+	if cfg.SelfExe == "" {
+		cfg.SelfExe, _ = os.Executable()
+	}
+	if cfg.PidsMax <= 0 {
+		cfg.PidsMax = 512
+	}
+	if cfg.Slirp == "" {
+		cfg.Slirp, _ = exec.LookPath("slirp4netns")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "jail")}
+}
+
+// Name implements sandbox.Engine.
+func (e *Engine) Name() string { return Name }
+
+const isolation = "Linux namespaces + seccomp + cgroups (weaker than a VM: boxes share the host kernel)"
+
+// Available implements sandbox.Engine.
+func (e *Engine) Available(ctx context.Context) sandbox.Availability {
+	a := sandbox.Availability{Isolation: isolation}
+	fail := func(format string, args ...any) sandbox.Availability {
+		a.Reason = fmt.Sprintf(format, args...)
+		return a
+	}
+	if os.Geteuid() != 0 {
+		return fail("needs root to create namespaces, cgroups and the uid mapping (running as uid %d)", os.Geteuid())
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return fail("user namespaces are disabled (user.max_user_namespaces = 0)")
+	}
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return fail("the kernel has no user namespaces")
+	}
+	a.Details = append(a.Details, "namespaces: user, mount, pid, net, uts, ipc available")
+	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(b, []byte("overlay")) {
+		return fail("the kernel has no overlayfs (modprobe overlay)")
+	}
+	cg, err := detectCgroups()
+	if err != nil {
+		return fail("%v", err)
+	}
+	a.Details = append(a.Details, cg.String())
+	for _, c := range []string{"memory", "pids"} {
+		if !cg.has(c) {
+			return fail("the %s cgroup controller is not available (%s); boxes could exhaust the host", c, cg)
+		}
+	}
+	if !cg.has("cpu") {
+		a.Details = append(a.Details, "cpu controller missing: CPU limits are not enforced")
+	}
+	if e.cfg.SelfExe == "" {
+		return fail("cannot find the boxlite-mcp executable to re-execute")
+	}
+	if e.cfg.Slirp == "" {
+		a.Details = append(a.Details, "slirp4netns not installed: boxes with network=true cannot start (apt-get install slirp4netns)")
+	} else {
+		a.Details = append(a.Details, "network: slirp4netns (user-mode, host loopback unreachable)")
+	}
+	if e.cfg.NoSeccomp {
+		a.Details = append(a.Details, "seccomp filter DISABLED")
+	}
+	a.Usable = true
+	a.Reason = "namespaces, overlayfs and cgroups usable; " + isolation
+	return a
+}
+
+// state is the engine's part of the Handle.
+type state struct {
+	Proc     proc.ID   `json:"proc"`
+	Cgroups  []string  `json:"cgroups,omitempty"`
+	CgroupV2 bool      `json:"cgroup_v2,omitempty"`
+	Slirp    *proc.ID  `json:"slirp,omitempty"`
+	Socket   string    `json:"socket"`
+	Started  time.Time `json:"started"`
+}
+
+func decodeState(h sandbox.Handle) (state, error) {
+	var st state
+	if len(h.State) == 0 {
+		return st, nil
+	}
+	if h.Engine != Name || h.Version != handleVersion {
+		return st, fmt.Errorf("handle of engine %s v%d is not a jail v%d handle", h.Engine, h.Version, handleVersion)
+	}
+	err := json.Unmarshal(h.State, &st)
+	return st, err
+}
+
+func encode(st state) sandbox.Handle {
+	b, _ := json.Marshal(st)
+	return sandbox.Handle{Version: handleVersion, Engine: Name, State: b}
+}
+
+// Start implements sandbox.Engine.
+func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle, err error) {
+	log := e.log.With("box_id", spec.ID)
+	img, err := image.Locate(e.cfg.Home, spec.Image)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
+	}
+	if spec.Network && e.cfg.Slirp == "" {
+		return h, sandbox.Errorf(sandbox.ErrUnavailable, "this box asks for network, but slirp4netns is not installed on the host (apt-get install slirp4netns)")
+	}
+	base := img.Manifest.JailUIDBase
+	cg, err := detectCgroups()
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cgroups unavailable")
+	}
+
+	// Everything made from here on is undone if Start fails.
+	var cleanups []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	dirs := map[string]string{}
+	for _, d := range []string{"upper", "work"} {
+		p := filepath.Join(spec.BoxDir, d)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's directories")
+		}
+		if err := os.Chown(p, int(base), int(base)); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the box's directories to its uid range")
+		}
+		dirs[d] = p
+	}
+	// overlayfs refuses a work dir left over from an unclean stop: clear it.
+	os.RemoveAll(filepath.Join(dirs["work"], "work"))
+
+	os.Remove(spec.Socket)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: spec.Socket, Net: "unix"})
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot create the box's agent socket")
+	}
+	l.SetUnlinkOnClose(false)
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return h, err
+	}
+	defer lf.Close()
+	cleanups = append(cleanups, func() { os.Remove(spec.Socket) })
+
+	console, err := os.OpenFile(filepath.Join(spec.BoxDir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's console log")
+	}
+	defer console.Close()
+	consoleStart, _ := console.Seek(0, 2)
+	fmt.Fprintf(console, "--- boxlite jail start %s ---\n", time.Now().UTC().Format(time.RFC3339))
+
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return h, err
+	}
+	defer syncR.Close()
+	defer syncW.Close()
+	// Mount the box's root on the host, where root can reach every layer,
+	// at a path the box's uid can walk; the jail's new mount namespace
+	// copies it, and the host's copy is detached right after the clone.
+	root, err := mountRoot(spec.ID, img.RootfsDir(), dirs["upper"], dirs["work"])
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot mount the box's root file system")
+	}
+	cleanups = append(cleanups, func() { unmountRoot(root) })
+	defer detachRoot(root)
+
+	cfg := initConfig{
+		Root:       root,
+		Hostname:   hostname(spec),
+		Network:    spec.Network,
+		TmpSizeMiB: max(spec.MemoryMiB/2, 64),
+		AgentArgs:  []string{"--listen", "fd:3", "--init", "--no-mounts"},
+		Env:        boxEnv(spec),
+		Seccomp:    !e.cfg.NoSeccomp,
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+
+	// The init stage runs as the box's uid, which may not search the
+	// directories above our executable: exec it through a descriptor.
+	self, err := os.Open(e.cfg.SelfExe)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot open the boxlite-mcp executable")
+	}
+	defer self.Close()
+	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(fdExe), InitArg)
+	cmd.Stdin = bytes.NewReader(cfgJSON)
+	cmd.Stdout, cmd.Stderr = console, console
+	cmd.ExtraFiles = []*os.File{lf, syncR, self}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setsid: true,
+		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET |
+			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWCGROUP,
+		UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: 65536}},
+		GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: 65536}},
+		GidMappingsEnableSetgroups: true,
+		// Become root of the new user namespace, i.e. host uid base: the
+		// process must not keep host uid 0 as its identity.
+		Credential: &syscall.Credential{Uid: 0, Gid: 0},
+	}
+
+	// Cgroups first, so the box is limited from its first instruction on.
+	cgDirs, err := createCgroups(cg, spec.ID, limits{MemoryBytes: int64(spec.MemoryMiB) << 20, PidsMax: e.cfg.PidsMax, CPUs: spec.CPUs})
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot create the box's cgroups")
+	}
+	cleanups = append(cleanups, func() { removeCgroups(cgDirs) })
+
+	if err := cmd.Start(); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start the jail")
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the box whenever it ends
+	detachRoot(root)                     // the jail has its own copy now
+	pid := cmd.Process.Pid
+	id, err := proc.Of(pid)
+	if err != nil {
+		cmd.Process.Kill()
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the jail process vanished at once")
+	}
+	cleanups = append(cleanups, func() { id.KillGroup(); id.Wait(5 * time.Second) })
+	st := state{Proc: id, Cgroups: cgDirs, CgroupV2: cg.V2, Socket: spec.Socket, Started: time.Now().UTC()}
+	log = log.With("pid", pid)
+
+	if err := addToCgroups(cgDirs, pid); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot place the jail in its cgroups")
+	}
+	if spec.Network {
+		sl, err := e.startSlirp(ctx, pid, spec.BoxDir)
+		if err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot start the box's network (slirp4netns)")
+		}
+		st.Slirp = &sl
+		cleanups = append(cleanups, func() { sl.KillGroup(); sl.Wait(2 * time.Second) })
+	}
+	if _, err := syncW.Write([]byte{1}); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the jail died before it was told to start")
+	}
+	h = encode(st)
+
+	if err := e.waitHello(ctx, spec, exited); err != nil {
+		tail := consoleTail(filepath.Join(spec.BoxDir, "console.log"), consoleStart, 20)
+		log.Warn("jail did not come up", "err", err, "console", tail)
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the box did not start: %s", firstNonEmpty(lastLine(tail), err.Error()))
+	}
+	log.Info("jail started", "cgroups", cg.String(), "network", spec.Network)
+	return h, nil
+}
+
+// waitHello dials the agent until it answers the hello, the jail exits, or ctx ends.
+func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, exited <-chan error) error {
+	type result struct{ err error }
+	done := make(chan result, 1)
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			conn, err := (&net.Dialer{}).DialContext(hctx, "unix", spec.Socket)
+			if err == nil {
+				var c *client.Client
+				if c, err = client.New(hctx, conn, "boxlite-mcp/jail-start"); err == nil {
+					c.Close()
+					done <- result{}
+					return
+				}
+			}
+			if hctx.Err() != nil {
+				done <- result{hctx.Err()}
+				return
+			}
+			select {
+			case <-hctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	select {
+	case r := <-done:
+		return r.err
+	case err := <-exited:
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return fmt.Errorf("the jail exited during start (%v)", err)
+	case <-ctx.Done():
+		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
+	}
+}
+
+// startSlirp gives the box's network namespace user-mode networking. The
+// host's loopback is not reachable through it.
+func (e *Engine) startSlirp(ctx context.Context, pid int, boxDir string) (proc.ID, error) {
+	logf, err := os.OpenFile(filepath.Join(boxDir, "slirp.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return proc.ID{}, err
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return proc.ID{}, err
+	}
+	defer readyR.Close()
+	cmd := exec.Command(e.cfg.Slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3",
+		strconv.Itoa(pid), "tap0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return proc.ID{}, err
+	}
+	readyW.Close()
+	go cmd.Wait()
+	id, _ := proc.Of(cmd.Process.Pid)
+	ready := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		_, err := readyR.Read(b[:])
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			id.KillGroup()
+			b, _ := os.ReadFile(filepath.Join(boxDir, "slirp.log"))
+			return proc.ID{}, fmt.Errorf("slirp4netns did not get ready: %s", strings.TrimSpace(string(b)))
+		}
+		return id, nil
+	case <-ctx.Done():
+		id.KillGroup()
+		return proc.ID{}, ctx.Err()
+	case <-time.After(10 * time.Second):
+		id.KillGroup()
+		return proc.ID{}, errors.New("slirp4netns did not get ready in 10s")
+	}
+}
+
+// Recover implements sandbox.Engine.
+func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if !st.Proc.Alive() {
+		e.cleanup(spec, st)
+		return sandbox.ErrNotRunning
+	}
+	return nil
+}
+
+// Dial implements sandbox.Engine.
+func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
+	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
+}
+
+// Stop implements sandbox.Engine: the agent's shutdown, then SIGKILL to the
+// jail's PID 1 (which takes every process of its pid namespace with it).
+func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if st.Proc.Alive() && grace > 0 {
+		sctx, cancel := context.WithTimeout(ctx, grace)
+		if conn, err := e.Dial(sctx, spec, h); err == nil {
+			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
+				c.Shutdown(sctx, false)
+				c.Close()
+			}
+		}
+		cancel()
+		st.Proc.Wait(grace)
+	}
+	if st.Proc.Alive() {
+		if err := st.Proc.KillGroup(); err != nil {
+			return fmt.Errorf("killing the jail: %w", err)
+		}
+		if !st.Proc.Wait(10 * time.Second) {
+			return fmt.Errorf("jail pid %d survived SIGKILL", st.Proc.PID)
+		}
+	}
+	return e.cleanup(spec, st)
+}
+
+// cleanup releases what a dead jail leaves on the host: cgroups, the
+// network helper and the socket. Mounts died with the jail's mount namespace.
+func (e *Engine) cleanup(spec sandbox.Spec, st state) error {
+	var errs []error
+	unmountRoot(mountPoint(spec.ID)) // left only if a server died mid-start
+	if st.Slirp != nil {
+		st.Slirp.KillGroup()
+		st.Slirp.Wait(2 * time.Second)
+	}
+	if err := removeCgroups(st.Cgroups); err != nil {
+		errs = append(errs, err)
+	}
+	if spec.Socket != "" {
+		if err := os.Remove(spec.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Destroy implements sandbox.Engine.
+func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	var errs []error
+	if err := e.Stop(ctx, spec, h, 0); err != nil {
+		errs = append(errs, err)
+	}
+	if spec.BoxDir != "" {
+		if err := os.RemoveAll(spec.BoxDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// OOMKills reports how many processes of the box the kernel killed for
+// hitting its memory limit.
+func OOMKills(h sandbox.Handle) int64 {
+	st, err := decodeState(h)
+	if err != nil {
+		return 0
+	}
+	return memoryEvents(st.Cgroups, st.CgroupV2)
+}
+
+func hostname(spec sandbox.Spec) string {
+	if spec.Name != "" {
+		return spec.Name
+	}
+	return "box-" + spec.ID[len(spec.ID)-8:]
+}
+
+// boxEnv is the environment of the agent and, through it, of every exec.
+func boxEnv(spec sandbox.Spec) []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb",
+		"BOXLITE_BOX_ID=" + spec.ID}
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// consoleTail returns the last n lines written to the console log after offset.
+func consoleTail(path string, offset int64, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < offset {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b[offset:])), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" && !strings.HasPrefix(x, "--- boxlite") {
+			return x
+		}
+	}
+	return ""
+}

@@ -1,0 +1,101 @@
+package jail
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountBase holds the short-lived host mounts of box roots. It is a private
+// bind mount of itself, so nothing mounted below propagates to other mount
+// namespaces of the host.
+var mountBase = "/run/boxlite/mnt"
+
+func mountPoint(id string) string { return filepath.Join(mountBase, id) }
+
+// ensureMountBase creates mountBase (searchable, not listable, by box uids)
+// and makes it a private mount.
+func ensureMountBase() error {
+	if err := os.MkdirAll(mountBase, 0o711); err != nil {
+		return err
+	}
+	for d := mountBase; d != "/" && d != "."; d = filepath.Dir(d) {
+		os.Chmod(d, 0o711) // /run/boxlite and below; /run itself is left as it is
+		if d == filepath.Dir(mountBase) {
+			break
+		}
+	}
+	if isMountPoint(mountBase) {
+		return nil
+	}
+	if err := unix.Mount(mountBase, mountBase, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", mountBase, err)
+	}
+	if err := unix.Mount("", mountBase, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", mountBase, err)
+	}
+	return nil
+}
+
+// isMountPoint reports whether path is a mount point (per mountinfo).
+func isMountPoint(path string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMountPath(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
+}
+
+// mountRoot mounts the overlay of lower, upper and work at the box's mount
+// point and returns it.
+func mountRoot(id, lower, upper, work string) (string, error) {
+	if err := ensureMountBase(); err != nil {
+		return "", err
+	}
+	mp := mountPoint(id)
+	unmountRoot(mp) // a leftover of a crashed start
+	if err := os.Mkdir(mp, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if err := unix.Mount("overlay", mp, "overlay", 0, opts); err != nil {
+		os.Remove(mp)
+		return "", fmt.Errorf("overlay on %s: %w", mp, err)
+	}
+	if err := unix.Mount("", mp, "", unix.MS_PRIVATE, ""); err != nil {
+		unmountRoot(mp)
+		return "", err
+	}
+	return mp, nil
+}
+
+// detachRoot detaches the host's copy of a box root. The mount point itself
+// must stay while the box lives: removing it would also detach the jail's
+// copy of the mount. Safe to call when nothing is mounted there.
+func detachRoot(mp string) {
+	for unix.Unmount(mp, unix.MNT_DETACH) == nil {
+	}
+}
+
+// unmountRoot detaches and removes the mount point (the box is gone).
+func unmountRoot(mp string) {
+	detachRoot(mp)
+	os.Remove(mp)
+}
