@@ -464,6 +464,19 @@ func (m *Manager) List(ctx context.Context, owner string, status Status) ([]*Box
 	return out, nil
 }
 
+// AllBoxes returns every box of every owner (for administration).
+func (m *Manager) AllBoxes(ctx context.Context) ([]*Box, error) {
+	rows, err := m.store.List(ctx, persist.Filter{})
+	if err != nil {
+		return nil, Wrapf(ErrInternal, err, "could not list boxes")
+	}
+	out := make([]*Box, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, toBox(r))
+	}
+	return out, nil
+}
+
 // Stop shuts a box down; its files survive and the next call starts it
 // again. Stopping a stopped box is a no-op.
 func (m *Manager) Stop(ctx context.Context, owner, ref string) (*Box, error) {

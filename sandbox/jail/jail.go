@@ -132,7 +132,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 		a.Details = append(a.Details, "seccomp filter DISABLED")
 	}
 	a.Usable = true
-	a.Reason = "namespaces, overlayfs and cgroups usable; " + isolation
+	a.Reason = "namespaces, overlayfs and cgroups usable"
 	return a
 }
 

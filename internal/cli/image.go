@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+func imageBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("image build", flag.ContinueOnError)
+	var (
+		name   = fs.String("name", "default", "image name")
+		home   = fs.String("home", defaultHome(), "boxlite home directory")
+		agent  = fs.String("agent", "", "boxlite-guest binary (default: next to this executable)")
+		mirror = fs.String("mirror", "", "Debian mirror (default: the host's apt mirror)")
+		force  = fs.Bool("force", false, "rebuild even if the image exists")
+	)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *agent == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*agent = filepath.Join(filepath.Dir(exe), "boxlite-guest")
+	}
+	if _, err := os.Stat(*agent); err != nil {
+		return fmt.Errorf("guest agent %s not found (build it with `make build`, or pass --agent)", *agent)
+	}
+	log, _ := newLogger(stderr, "info")
+	img, err := image.Build(ctx, image.BuildConfig{Home: *home, Name: *name, Agent: *agent, AgentVersion: guestagent.Version,
+		Mirror: *mirror, Force: *force, Progress: stdout, Logger: log, Kernel: kernelStep(*home, log)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "image %q ready at %s\n", img.Name, img.Dir)
+	return nil
+}

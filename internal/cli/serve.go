@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/tools"
+	"github.com/boxlite-ai/boxlite-mcp/tools/transport"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var (
+		transportName = fs.String("transport", "stdio", "stdio, http or sse (http also serves SSE)")
+		listen        = fs.String("listen", "127.0.0.1:7070", "HTTP listen address")
+		home          = fs.String("home", defaultHome(), "boxlite home directory")
+		engine        = fs.String("engine", "auto", "auto, krun, qemu or jail")
+		tokenFile     = fs.String("token-file", "", "file of 'OWNER TOKEN' lines; required to listen beyond loopback")
+		stopOnExit    = fs.Bool("stop-boxes-on-exit", false, "stop every running box when the server exits")
+		idle          = fs.Duration("idle-timeout", 15*time.Minute, "stop boxes unused this long")
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		grace         = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+		origins       stringList
+	)
+	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	switch *transportName {
+	case "stdio", "http", "sse":
+	default:
+		return usageError{fmt.Sprintf("--transport %q: want stdio, http or sse", *transportName)}
+	}
+	var tokens map[string]string
+	if *tokenFile != "" {
+		if tokens, err = transport.LoadTokens(*tokenFile); err != nil {
+			return err
+		}
+	}
+	if *transportName != "stdio" && tokens == nil && !transport.IsLoopback(*listen) {
+		return fmt.Errorf("refusing to listen on %s without --token-file: unauthenticated access is only allowed on loopback", *listen)
+	}
+
+	if err := os.MkdirAll(*home, 0o700); err != nil {
+		return fmt.Errorf("home %s: %w", *home, err)
+	}
+	store, err := persist.Open(ctx, filepath.Join(*home, "boxlite.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	engs, err := engines(*home, log, *engine)
+	if err != nil {
+		return err
+	}
+	m, err := sandbox.New(sandbox.Config{Home: *home, Store: store, Engines: engs, IdleTimeout: *idle, Logger: log,
+		ClientName: "boxlite-mcp/" + Version})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	m.Reconcile(rctx)
+	cancel()
+	go m.Run(ctx)
+
+	chosen, why, perr := m.PickEngine(ctx, "auto")
+	if perr != nil {
+		log.Warn("no engine is usable: create_box will fail until one is", "why", sandbox.PublicMessage(perr))
+	} else {
+		log.Info("default engine", "engine", chosen.Name(), "why", why)
+	}
+
+	srv, err := tools.NewMCPServer(tools.Config{Manager: m, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if *stopOnExit {
+			stopAll(m, log)
+		}
+	}()
+	if *transportName == "stdio" {
+		log.Info("serving MCP on stdio", "home", *home, "version", Version)
+		return transport.ServeStdio(ctx, srv, os.Stdin, os.Stdout, log)
+	}
+	return transport.ServeHTTP(ctx, transport.HTTPConfig{MCP: srv, Listen: *listen, Tokens: tokens, AllowOrigins: origins, Logger: log},
+		*grace, func(addr string) {
+			url := "http://" + addr
+			engineLine := "none usable"
+			if chosen != nil {
+				engineLine = why
+			}
+			cfg, _ := json.MarshalIndent(map[string]any{"mcpServers": map[string]any{"boxlite": map[string]any{"type": "http", "url": url + "/mcp"}}}, "", "  ")
+			fmt.Fprintf(stderr, "\nboxlite-mcp %s serving MCP\n  streamable HTTP: %s/mcp\n  SSE (legacy):    %s/sse\n  engine:          %s\n  home:            %s\n\nClient configuration (Claude Code .mcp.json, Cursor mcp.json):\n%s\n\n",
+				Version, url, url, engineLine, *home, cfg)
+		})
+}
+
+// stopAll stops every running box (for --stop-boxes-on-exit).
+func stopAll(m *sandbox.Manager, log interface{ Info(string, ...any) }) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	boxes, err := m.AllBoxes(ctx)
+	if err != nil {
+		return
+	}
+	for _, b := range boxes {
+		if b.Status == sandbox.StatusRunning {
+			m.Stop(ctx, b.Owner, b.ID)
+			log.Info("stopped box on exit", "box_id", b.ID)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package tools
+
+// The tools' input and output types. Field names and JSON names are the
+// public contract; schemas/ holds the JSON Schemas generated from them.
+
+// CreateBoxIn is create_box's input.
+type CreateBoxIn struct {
+	Name               string            `json:"name,omitempty" jsonschema:"Optional name, unique among your boxes; usable wherever a box is asked for"`
+	Image              string            `json:"image,omitempty" jsonschema:"Guest image to boot"`
+	Engine             string            `json:"engine,omitempty" jsonschema:"Isolation engine: auto picks the strongest this host can run (krun, then qemu, then jail)"`
+	CPUs               int               `json:"cpus,omitempty" jsonschema:"Virtual CPUs"`
+	MemoryMiB          int               `json:"memory_mib,omitempty" jsonschema:"Memory limit in MiB"`
+	Network            bool              `json:"network,omitempty" jsonschema:"Give the box outbound network access (off by default)"`
+	Env                map[string]string `json:"env,omitempty" jsonschema:"Environment variables for every command run in the box"`
+	TTLSeconds         int               `json:"ttl_seconds,omitempty" jsonschema:"Destroy the box this many seconds after creation (0: never)"`
+	IdleTimeoutSeconds int               `json:"idle_timeout_seconds,omitempty" jsonschema:"Stop the box after this many seconds without use; it restarts on the next call (0: server default)"`
+}
+
+// BoxOut describes a box in create_box's result.
+type BoxOut struct {
+	ID        string `json:"id" jsonschema:"Box id (a lower-case ULID)"`
+	Name      string `json:"name" jsonschema:"Box name, empty when unnamed"`
+	Status    string `json:"status" jsonschema:"Lifecycle status"`
+	Engine    string `json:"engine" jsonschema:"Engine running the box"`
+	Image     string `json:"image" jsonschema:"Guest image"`
+	CreatedAt string `json:"created_at" jsonschema:"Creation time, RFC 3339"`
+}
+
+// RunCodeIn is run_code's input.
+type RunCodeIn struct {
+	Box            string            `json:"box" jsonschema:"Box id, name or unique id prefix"`
+	Code           string            `json:"code" jsonschema:"Source code to run"`
+	Language       string            `json:"language,omitempty" jsonschema:"Language of the code"`
+	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Kill the run after this many seconds"`
+	Stdin          string            `json:"stdin,omitempty" jsonschema:"Standard input for the program"`
+	Env            map[string]string `json:"env,omitempty" jsonschema:"Extra environment variables for this run"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root)"`
+}
+
+// ExecCommandIn is exec_command's input.
+type ExecCommandIn struct {
+	Box            string            `json:"box" jsonschema:"Box id, name or unique id prefix"`
+	Command        string            `json:"command" jsonschema:"Shell command, run by /bin/sh -c"`
+	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Kill the command after this many seconds"`
+	Stdin          string            `json:"stdin,omitempty" jsonschema:"Standard input for the command"`
+	Env            map[string]string `json:"env,omitempty" jsonschema:"Extra environment variables for this command"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root)"`
+}
+
+// RunOut is the result of run_code and exec_command.
+type RunOut struct {
+	Stdout     string `json:"stdout" jsonschema:"Standard output (UTF-8; invalid bytes replaced)"`
+	Stderr     string `json:"stderr" jsonschema:"Standard error (UTF-8; invalid bytes replaced)"`
+	ExitCode   int    `json:"exit_code" jsonschema:"Exit code; -1 when killed by a signal"`
+	TimedOut   bool   `json:"timed_out" jsonschema:"The run hit its timeout and was killed"`
+	Truncated  bool   `json:"truncated" jsonschema:"Output went over the server's limit; the rest was dropped"`
+	DurationMs int64  `json:"duration_ms" jsonschema:"Wall-clock duration in milliseconds"`
+}
+
+// WriteFileIn is write_file's input.
+type WriteFileIn struct {
+	Box      string `json:"box" jsonschema:"Box id, name or unique id prefix"`
+	Path     string `json:"path" jsonschema:"Absolute path in the box; parent directories are created"`
+	Content  string `json:"content" jsonschema:"File content"`
+	Encoding string `json:"encoding,omitempty" jsonschema:"How content is encoded"`
+	Mode     string `json:"mode,omitempty" jsonschema:"Octal permission bits, e.g. 0644 or 0755"`
+}
+
+// WriteFileOut is write_file's result.
+type WriteFileOut struct {
+	Path  string `json:"path" jsonschema:"Path written"`
+	Bytes int64  `json:"bytes" jsonschema:"Bytes written"`
+}
+
+// ReadFileIn is read_file's input.
+type ReadFileIn struct {
+	Box      string `json:"box" jsonschema:"Box id, name or unique id prefix"`
+	Path     string `json:"path" jsonschema:"Absolute path in the box"`
+	MaxBytes int64  `json:"max_bytes,omitempty" jsonschema:"Read at most this many bytes"`
+}
+
+// ReadFileOut is read_file's result.
+type ReadFileOut struct {
+	Path      string `json:"path" jsonschema:"Path read"`
+	Size      int64  `json:"size" jsonschema:"Bytes returned"`
+	Encoding  string `json:"encoding" jsonschema:"text when the bytes are UTF-8, else base64"`
+	Content   string `json:"content" jsonschema:"File content in that encoding"`
+	Truncated bool   `json:"truncated" jsonschema:"The file has more bytes than were returned"`
+}
+
+// ListBoxesIn is list_boxes' input.
+type ListBoxesIn struct {
+	Status string `json:"status,omitempty" jsonschema:"Only boxes with this status"`
+}
+
+// BoxSummary is one box in list_boxes' result.
+type BoxSummary struct {
+	ID         string `json:"id" jsonschema:"Box id"`
+	Name       string `json:"name" jsonschema:"Box name, empty when unnamed"`
+	Status     string `json:"status" jsonschema:"Lifecycle status"`
+	Engine     string `json:"engine" jsonschema:"Engine running the box"`
+	Image      string `json:"image" jsonschema:"Guest image"`
+	CreatedAt  string `json:"created_at" jsonschema:"Creation time, RFC 3339"`
+	LastUsedAt string `json:"last_used_at" jsonschema:"Last use, RFC 3339"`
+}
+
+// ListBoxesOut is list_boxes' result.
+type ListBoxesOut struct {
+	Boxes []BoxSummary `json:"boxes" jsonschema:"Your boxes, oldest first"`
+}
+
+// DestroyBoxIn is destroy_box's input.
+type DestroyBoxIn struct {
+	Box string `json:"box" jsonschema:"Box id, name or unique id prefix"`
+}
+
+// DestroyBoxOut is destroy_box's result.
+type DestroyBoxOut struct {
+	ID        string `json:"id" jsonschema:"Id of the destroyed box"`
+	Destroyed bool   `json:"destroyed" jsonschema:"Always true on success"`
+}
