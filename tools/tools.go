@@ -100,12 +100,21 @@ func NewMCPServer(cfg Config) (*server.MCPServer, error) {
 		tool := mcp.NewTool(d.name, append([]mcp.ToolOption{
 			mcp.WithDescription(d.desc),
 			mcp.WithToolTitle(d.title),
-			mcp.WithRawInputSchema(sc.Input),
-			mcp.WithRawOutputSchema(sc.Output),
+			rawSchemas(sc),
 		}, d.ann.options()...)...)
 		srv.AddTool(tool, s.wrap(d.name, sc.Input, d.handle))
 	}
 	return srv, nil
+}
+
+// rawSchemas sets a tool's generated schemas (and clears the default
+// input schema NewTool fills in, which mcp-go refuses to send alongside).
+func rawSchemas(sc Schema) mcp.ToolOption {
+	return func(t *mcp.Tool) {
+		t.InputSchema = mcp.ToolInputSchema{}
+		t.OutputSchema = mcp.ToolOutputSchema{}
+		t.RawInputSchema, t.RawOutputSchema = sc.Input, sc.Output
+	}
 }
 
 const instructions = `boxlite-mcp gives you disposable, isolated Linux machines ("boxes").

@@ -28,6 +28,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		idle          = fs.Duration("idle-timeout", 15*time.Minute, "stop boxes unused this long")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		grace         = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
 		origins       stringList
 	)
 	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
@@ -86,6 +87,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	srv, err := tools.NewMCPServer(tools.Config{Manager: m, Logger: log})
 	if err != nil {
 		return err
+	}
+	if *fixtures {
+		tools.AddConformanceFixtures(srv)
 	}
 	defer func() {
 		if *stopOnExit {
