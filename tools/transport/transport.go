@@ -188,6 +188,7 @@ func NewHTTPHandler(cfg HTTPConfig) (http.Handler, error) {
 	)
 	sse := server.NewSSEServer(cfg.MCP,
 		server.WithBaseURL(cfg.BaseURL),
+		server.WithUseFullURLForMessageEndpoint(false),
 		server.WithSSEEndpoint("/sse"),
 		server.WithMessageEndpoint("/message"),
 		server.WithKeepAlive(true),
@@ -301,13 +302,20 @@ func (a *auth) sseSessionOwner(next http.Handler) http.Handler {
 // ServeHTTP listens on cfg.Listen and serves until ctx is done, then shuts
 // down gracefully within grace. ready, when non-nil, receives the bound address.
 func ServeHTTP(ctx context.Context, cfg HTTPConfig, grace time.Duration, ready func(addr string)) error {
-	h, err := NewHTTPHandler(cfg)
-	if err != nil {
-		return err
+	if len(cfg.Tokens) == 0 && !IsLoopback(cfg.Listen) {
+		return fmt.Errorf("refusing to serve on %s without --token-file: only loopback addresses may go unauthenticated", cfg.Listen)
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.BaseURL == "" {
+		cfg.BaseURL = "http://" + l.Addr().String()
+	}
+	h, err := NewHTTPHandler(cfg)
+	if err != nil {
+		l.Close()
+		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(slogWriter{cfg.Logger}, "", 0)}
 	if ready != nil {
