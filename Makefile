@@ -79,7 +79,6 @@ test-conformance: $(NODE_MODULES) build
 
 ## bench: benchmarks, reported as ratios against baselines measured in the same run
 bench: deps build test-image
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 ./persist >/dev/null
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 30m ./... | tee /tmp/boxlite-bench.txt
 	$(GO) run ./internal/cmd/benchratio < /tmp/boxlite-bench.txt
 

@@ -58,10 +58,8 @@ func (s *Store) Insert(ctx context.Context, b *Box) error {
 	if len(b.Spec) == 0 {
 		b.Spec = []byte("{}")
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO boxes(`+boxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, b.values()...)
-		return err
-	})
+	// One statement is its own transaction: no BEGIN/COMMIT round trips.
+	_, err := s.db.ExecContext(ctx, `INSERT INTO boxes(`+boxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, b.values()...)
 	if errors.Is(err, sqlite3.CONSTRAINT_UNIQUE) || errors.Is(err, sqlite3.CONSTRAINT_PRIMARYKEY) {
 		if b.Name != "" {
 			if other, gerr := s.byName(ctx, b.Owner, b.Name); gerr == nil {
@@ -197,10 +195,8 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Box) error) (*Bo
 
 // Touch records that the box was used at t. It never moves last_used_at back.
 func (s *Store) Touch(ctx context.Context, id string, t time.Time) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE boxes SET last_used_at = max(last_used_at, ?) WHERE id = ?`, t.UnixMilli(), id)
-		return checkAffected(res, err)
-	})
+	res, err := s.db.ExecContext(ctx, `UPDATE boxes SET last_used_at = max(last_used_at, ?) WHERE id = ?`, t.UnixMilli(), id)
+	err = checkAffected(res, err)
 	if err != nil {
 		return fmt.Errorf("box %s: %w", id, err)
 	}
@@ -209,10 +205,8 @@ func (s *Store) Touch(ctx context.Context, id string, t time.Time) error {
 
 // Delete removes the box row. A missing row is ErrNotFound.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM boxes WHERE id = ?`, id)
-		return checkAffected(res, err)
-	})
+	res, err := s.db.ExecContext(ctx, `DELETE FROM boxes WHERE id = ?`, id)
+	err = checkAffected(res, err)
 	if err != nil {
 		return fmt.Errorf("box %s: %w", id, err)
 	}

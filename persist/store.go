@@ -4,7 +4,8 @@
 // It uses github.com/ncruces/go-sqlite3 (SQLite compiled to Wasm, no cgo)
 // through database/sql. The database runs in WAL mode with foreign keys on
 // and a busy timeout, so several boxlite-mcp processes can share one file.
-// Every write runs in an IMMEDIATE transaction, and every UPDATE or DELETE
+// Every write is one transaction (an IMMEDIATE one where it reads first),
+// and every UPDATE or DELETE
 // checks the rows it affected: a row that vanished is ErrNotFound.
 //
 // persist imports nothing else of boxlite-mcp. A Store is safe for

@@ -165,6 +165,7 @@ func encode(st state) sandbox.Handle {
 
 // Start implements sandbox.Engine.
 func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle, err error) {
+	t0 := time.Now()
 	log := e.log.With("box_id", spec.ID)
 	img, err := image.Locate(e.cfg.Home, spec.Image)
 	if err != nil {
@@ -284,9 +285,11 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	cleanups = append(cleanups, func() { removeCgroups(cgDirs) })
 
+	tPrepared := time.Now()
 	if err := cmd.Start(); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start the jail")
 	}
+	tSpawned := time.Now()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the box whenever it ends
 	detachRoot(root)                     // the jail has its own copy now
@@ -321,7 +324,8 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		log.Warn("jail did not come up", "err", err, "console", tail)
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the box did not start: %s", firstNonEmpty(lastLine(tail), err.Error()))
 	}
-	log.Info("jail started", "cgroups", cg.String(), "network", spec.Network)
+	log.Info("jail started", "cgroups", cg.String(), "network", spec.Network, "t_prepare", tPrepared.Sub(t0),
+		"t_spawn", tSpawned.Sub(tPrepared), "t_hello", time.Since(tSpawned), "t_total", time.Since(t0))
 	return h, nil
 }
 

@@ -23,7 +23,7 @@ import (
 )
 
 // server is one "server process": a store and a manager with the jail engine.
-func server(t *testing.T, home string) *sandbox.Manager {
+func server(t testing.TB, home string) *sandbox.Manager {
 	t.Helper()
 	st, err := persist.Open(context.Background(), filepath.Join(home, "boxlite.db"))
 	if err != nil {
@@ -39,7 +39,7 @@ func server(t *testing.T, home string) *sandbox.Manager {
 }
 
 // destroyAll destroys every box at the end of a test, so no jail outlives it.
-func destroyAll(t *testing.T, m *sandbox.Manager) {
+func destroyAll(t testing.TB, m *sandbox.Manager) {
 	t.Cleanup(func() {
 		boxes, _ := m.List(context.Background(), "t", "")
 		for _, b := range boxes {
