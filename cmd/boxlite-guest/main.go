@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 )
 
@@ -29,6 +31,7 @@ func main() {
 		noMounts = flag.Bool("no-mounts", false, "do no mounts at all (the jail did them)")
 		outLimit = flag.Int64("output-limit", 0, "default per-exec output cap in bytes")
 		maxFile  = flag.Int64("max-file-size", 0, "file read/write cap in bytes")
+		jailInit = flag.Bool("jail-init", false, "set up a jail handed over by the jail engine, then serve on fd 3")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
 	)
@@ -42,6 +45,18 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "boxlite-guest")
+	var workCgroup *os.File
+	if *jailInit {
+		if _, err := guestagent.JailInit(); err != nil {
+			fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
+			os.Exit(125)
+		}
+		*listen, *init_, *noMounts = fmt.Sprintf("fd:%d", guestagent.JailFDListener), true, true
+		var st unix.Stat_t
+		if unix.Fstat(guestagent.JailFDWork, &st) == nil {
+			workCgroup = os.NewFile(guestagent.JailFDWork, "work-cgroup")
+		}
+	}
 	if *listen == "" {
 		log.Error("--listen is required")
 		os.Exit(2)
@@ -57,7 +72,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log}
+	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log, WorkCgroup: workCgroup}
 	if *init_ {
 		var mods []string
 		if *modules != "" {

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 	"github.com/boxlite-ai/boxlite-mcp/tools"
 )
 
@@ -38,10 +37,6 @@ The home directory is --home, else $BOXLITE_HOME, else $XDG_DATA_HOME/boxlite
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 1 && args[1] == jail.InitArg {
-		jail.InitMain() // never returns on success: it execs the guest agent
-		return 125
-	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, usage)
 		return 2

@@ -82,12 +82,10 @@ func Image(t testing.TB) *image.Image {
 	t.Helper()
 	RequireRoot(t)
 	home := CacheHome()
-	if img, err := image.Locate(home, "default"); err == nil {
-		return img
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	t.Logf("building the default image in %s (first run only)", home)
+	// Build reuses a built image, refreshing its guest agent when this
+	// tree's agent differs; the first build takes about a minute.
 	img, err := image.Build(ctx, image.BuildConfig{Home: home, Agent: Agent(t), AgentVersion: guestagent.Version, Progress: logWriter{t}})
 	if err != nil {
 		t.Fatalf("building the default image: %v", err)

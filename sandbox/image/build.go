@@ -134,8 +134,16 @@ func Build(ctx context.Context, cfg BuildConfig) (*Image, error) {
 	defer unlock()
 	if !cfg.Force {
 		if img, err := Locate(cfg.Home, cfg.Name); err == nil {
-			fmt.Fprintf(cfg.Progress, "image %q is already built (%s); nothing to do\n", cfg.Name, img.Dir)
-			return img, nil
+			sum, err := fileSHA256(cfg.Agent)
+			if err != nil {
+				return nil, fmt.Errorf("guest agent %s: %w", cfg.Agent, err)
+			}
+			if sum == img.Manifest.AgentSHA256 {
+				fmt.Fprintf(cfg.Progress, "image %q is already built (%s); nothing to do\n", cfg.Name, img.Dir)
+				return img, nil
+			}
+			fmt.Fprintf(cfg.Progress, "image %q has another guest agent than %s; updating it in place\n", cfg.Name, cfg.Agent)
+			return refreshAgent(ctx, img, cfg, sum)
 		}
 	}
 	if err := Preflight(); err != nil {
@@ -446,4 +454,53 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// refreshAgent replaces the guest agent of a built image (in rootfs/ and in
+// rootfs.ext4, through debugfs) and rewrites the manifest: the packages are
+// unchanged, so no rebuild is needed. The manifest is written last, so an
+// interrupted refresh is retried by the next build.
+func refreshAgent(ctx context.Context, img *Image, cfg BuildConfig, sum string) (*Image, error) {
+	dst := filepath.Join(img.RootfsDir(), AgentPath)
+	tmp := dst + ".new"
+	if _, err := copyFile(cfg.Agent, tmp, 0o755); err != nil {
+		return nil, noSpace(err, dst)
+	}
+	if err := os.Lchown(tmp, int(img.Manifest.JailUIDBase), int(img.Manifest.JailUIDBase)); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return nil, err
+	}
+	script := filepath.Join(img.Dir, ".debugfs-agent")
+	cmds := fmt.Sprintf("rm %s\nwrite %s %s\nsif %s mode 0100755\nsif %s uid 0\nsif %s gid 0\n", AgentPath, cfg.Agent, AgentPath, AgentPath, AgentPath, AgentPath)
+	if err := os.WriteFile(script, []byte(cmds), 0o600); err != nil {
+		return nil, err
+	}
+	defer os.Remove(script)
+	logPath := filepath.Join(img.Dir, "build.log")
+	if err := runLogged(ctx, logPath, "debugfs", "-w", "-f", script, img.Ext4Path()); err != nil {
+		return nil, toolError("debugfs", err, logPath)
+	}
+	ext4Sum, err := fileSHA256(img.Ext4Path())
+	if err != nil {
+		return nil, err
+	}
+	m := img.Manifest
+	m.AgentSHA256, m.AgentVersion, m.Ext4SHA256 = sum, cfg.AgentVersion, ext4Sum
+	data, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeAtomic(filepath.Join(img.Dir, "manifest.json"), data); err != nil {
+		return nil, noSpace(err, img.Dir)
+	}
+	fmt.Fprintf(cfg.Progress, "image %q: guest agent updated\n", cfg.Name)
+	return Locate(cfg.Home, cfg.Name)
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -73,74 +73,145 @@ type limits struct {
 	CPUs        int
 }
 
-// createCgroups makes the box's cgroups and sets its limits. It returns the
-// directories made (one on v2, one per controller on v1).
-func createCgroups(info cgroupInfo, id string, l limits) ([]string, error) {
-	type setting struct{ ctrl, file, value string }
-	var dirs []string
-	var sets []setting
+// agentPids is the headroom of the box's pids limit reserved for the guest
+// agent: user processes live in a "work" child cgroup limited to PidsMax,
+// so a fork bomb cannot starve the agent (a Go program dies when it cannot
+// create a thread).
+const agentPids = 64
+
+// boxCgroups are the cgroups of one box.
+type boxCgroups struct {
+	// Dirs are every directory created, children first (removal order).
+	Dirs []string `json:"dirs"`
+	// Join are the cgroups the box's first process is placed in.
+	Join []string `json:"join"`
+	// WorkProcs is the cgroup.procs file of the work cgroup, where the
+	// agent moves every process it starts.
+	WorkProcs string `json:"work_procs"`
+}
+
+// createCgroups makes the box's cgroups and sets its limits.
+//
+//	v1: <ctrl>/boxlite/<id> for memory, pids, cpu (the agent), and
+//	    pids/boxlite/<id>/work (user processes)
+//	v2: boxlite/<id> (limits), boxlite/<id>/agent, boxlite/<id>/work
+func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg boxCgroups, err error) {
+	defer func() {
+		if err != nil {
+			removeCgroups(cg.Dirs)
+		}
+	}()
+	mk := func(dir string) error {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		cg.Dirs = append([]string{dir}, cg.Dirs...)
+		return nil
+	}
+	set := func(dir, file, value string, optional bool) error {
+		err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644)
+		if err != nil && optional && errors.Is(err, os.ErrNotExist) {
+			return nil // e.g. no swap accounting on this host: nothing to limit
+		}
+		if err != nil {
+			return fmt.Errorf("setting %s=%s: %w", file, value, err)
+		}
+		return nil
+	}
+	pidsMax, boxPids := strconv.Itoa(l.PidsMax), strconv.Itoa(l.PidsMax+agentPids)
+	mem, cpu := strconv.FormatInt(l.MemoryBytes, 10), l.CPUs*100000
 	if info.V2 {
 		parent := filepath.Join(cgroupRoot, cgroupParent)
 		if err := os.MkdirAll(parent, 0o755); err != nil {
-			return nil, err
+			return cg, err
 		}
 		var enable []string
 		for _, c := range info.Controllers {
 			enable = append(enable, "+"+c)
 		}
-		// Controllers must be enabled top-down for the box's cgroup to have them.
+		ctl := strings.Join(enable, " ")
+		// Controllers are enabled top-down for the box's cgroups to have them.
 		for _, d := range []string{cgroupRoot, parent} {
-			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
-				return nil, fmt.Errorf("enabling controllers in %s: %w", d, err)
+			if err := set(d, "cgroup.subtree_control", ctl, false); err != nil {
+				return cg, err
 			}
 		}
-		dir := filepath.Join(parent, id)
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, err
+		box := filepath.Join(parent, id)
+		if err := mk(box); err != nil {
+			return cg, err
 		}
-		dirs = []string{dir}
-		sets = []setting{
-			{"memory", "memory.max", strconv.FormatInt(l.MemoryBytes, 10)},
-			{"memory", "memory.swap.max", "0"},
-			{"pids", "pids.max", strconv.Itoa(l.PidsMax)},
-			{"cpu", "cpu.max", fmt.Sprintf("%d 100000", l.CPUs*100000)},
-		}
-	} else {
-		for _, c := range info.Controllers {
-			dir := filepath.Join(cgroupRoot, c, cgroupParent, id)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				removeCgroups(dirs)
-				return nil, err
+		for _, x := range []struct{ ctrl, file, value string }{
+			{"memory", "memory.max", mem}, {"memory", "memory.swap.max", "0"}, {"pids", "pids.max", boxPids},
+			{"cpu", "cpu.max", fmt.Sprintf("%d 100000", cpu)},
+		} {
+			if info.has(x.ctrl) {
+				if err := set(box, x.file, x.value, x.file == "memory.swap.max"); err != nil {
+					return cg, err
+				}
 			}
-			dirs = append(dirs, dir)
 		}
-		sets = []setting{
-			{"memory", "memory.limit_in_bytes", strconv.FormatInt(l.MemoryBytes, 10)},
-			{"memory", "memory.memsw.limit_in_bytes", strconv.FormatInt(l.MemoryBytes, 10)},
-			{"pids", "pids.max", strconv.Itoa(l.PidsMax)},
-			{"cpu", "cpu.cfs_period_us", "100000"},
-			{"cpu", "cpu.cfs_quota_us", strconv.Itoa(l.CPUs * 100000)},
-			{"cpu", "cpu.shares", strconv.Itoa(l.CPUs * 1024)},
+		if err := set(box, "cgroup.subtree_control", ctl, false); err != nil {
+			return cg, err
+		}
+		agent, work := filepath.Join(box, "agent"), filepath.Join(box, "work")
+		for _, d := range []string{agent, work} {
+			if err := mk(d); err != nil {
+				return cg, err
+			}
+		}
+		if info.has("pids") {
+			if err := set(work, "pids.max", pidsMax, false); err != nil {
+				return cg, err
+			}
+		}
+		// Delegation: the agent (the box's uid) moves processes from agent/
+		// to work/, which v2 allows only to writers of both procs files and
+		// of their common ancestor's.
+		for _, f := range []string{box, agent, work} {
+			os.Chown(filepath.Join(f, "cgroup.procs"), int(uidBase), int(uidBase))
+		}
+		cg.Join = []string{agent}
+		cg.WorkProcs = filepath.Join(work, "cgroup.procs")
+		return cg, nil
+	}
+	for _, c := range info.Controllers {
+		dir := filepath.Join(cgroupRoot, c, cgroupParent, id)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return cg, err
+		}
+		if err := mk(dir); err != nil {
+			return cg, err
+		}
+		cg.Join = append(cg.Join, dir)
+		switch c {
+		case "memory":
+			if err := set(dir, "memory.limit_in_bytes", mem, false); err != nil {
+				return cg, err
+			}
+			if err := set(dir, "memory.memsw.limit_in_bytes", mem, true); err != nil {
+				return cg, err
+			}
+		case "cpu":
+			for _, x := range [][2]string{{"cpu.cfs_period_us", "100000"}, {"cpu.cfs_quota_us", strconv.Itoa(cpu)}, {"cpu.shares", strconv.Itoa(l.CPUs * 1024)}} {
+				if err := set(dir, x[0], x[1], false); err != nil {
+					return cg, err
+				}
+			}
+		case "pids":
+			if err := set(dir, "pids.max", boxPids, false); err != nil {
+				return cg, err
+			}
+			work := filepath.Join(dir, "work")
+			if err := mk(work); err != nil {
+				return cg, err
+			}
+			if err := set(work, "pids.max", pidsMax, false); err != nil {
+				return cg, err
+			}
+			cg.WorkProcs = filepath.Join(work, "cgroup.procs")
 		}
 	}
-	for _, s := range sets {
-		if !info.has(s.ctrl) {
-			continue
-		}
-		dir := dirs[0]
-		if !info.V2 {
-			dir = filepath.Join(cgroupRoot, s.ctrl, cgroupParent, id)
-		}
-		p := filepath.Join(dir, s.file)
-		if err := os.WriteFile(p, []byte(s.value), 0o644); err != nil {
-			if errors.Is(err, os.ErrNotExist) && (s.file == "memory.memsw.limit_in_bytes" || s.file == "memory.swap.max") {
-				continue // no swap accounting on this host: nothing to limit
-			}
-			removeCgroups(dirs)
-			return nil, fmt.Errorf("setting %s=%s: %w", s.file, s.value, err)
-		}
-	}
-	return dirs, nil
+	return cg, nil
 }
 
 // addToCgroups moves pid into every box cgroup.

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -45,8 +46,6 @@ const handleVersion = 1
 type Config struct {
 	// Home is the boxlite home (to find images). Required.
 	Home string
-	// SelfExe is the binary re-executed with InitArg (default: os.Executable()).
-	SelfExe string
 	// PidsMax caps processes per box (default 512).
 	PidsMax int
 	// Slirp is the slirp4netns binary for boxes with network (default: from PATH).
@@ -67,9 +66,6 @@ var _ sandbox.Engine = (*Engine)(nil)
 
 // New returns a jail engine.
 func New(cfg Config) *Engine {
-	if cfg.SelfExe == "" {
-		cfg.SelfExe, _ = os.Executable()
-	}
 	if cfg.PidsMax <= 0 {
 		cfg.PidsMax = 512
 	}
@@ -120,9 +116,6 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if !cg.has("cpu") {
 		a.Details = append(a.Details, "cpu controller missing: CPU limits are not enforced")
 	}
-	if e.cfg.SelfExe == "" {
-		return fail("cannot find the boxlite-mcp executable to re-execute")
-	}
 	if e.cfg.Slirp == "" {
 		a.Details = append(a.Details, "slirp4netns not installed: boxes with network=true cannot start (apt-get install slirp4netns)")
 	} else {
@@ -139,7 +132,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 // state is the engine's part of the Handle.
 type state struct {
 	Proc     proc.ID   `json:"proc"`
-	Cgroups  []string  `json:"cgroups,omitempty"`
+	Cgroups  []string  `json:"cgroups,omitempty"` // children first
 	CgroupV2 bool      `json:"cgroup_v2,omitempty"`
 	Slirp    *proc.ID  `json:"slirp,omitempty"`
 	Socket   string    `json:"socket"`
@@ -242,28 +235,30 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	cleanups = append(cleanups, func() { unmountRoot(root) })
 	defer detachRoot(root)
 
-	cfg := initConfig{
+	cfg := guestagent.JailConfig{
 		Root:       root,
 		Hostname:   hostname(spec),
 		Network:    spec.Network,
 		TmpSizeMiB: max(spec.MemoryMiB/2, 64),
-		AgentArgs:  []string{"--listen", "fd:3", "--init", "--no-mounts"},
 		Env:        boxEnv(spec),
 		Seccomp:    !e.cfg.NoSeccomp,
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 
-	// The init stage runs as the box's uid, which may not search the
-	// directories above our executable: exec it through a descriptor.
-	self, err := os.Open(e.cfg.SelfExe)
+	// The box's first process is the image's own guest agent, which sets up
+	// the jail itself (--jail-init) and then serves. It runs as the box's
+	// uid, which may not search the host directories above the image:
+	// exec it through a descriptor.
+	agent, err := os.Open(filepath.Join(img.RootfsDir(), image.AgentPath))
 	if err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot open the boxlite-mcp executable")
+		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q has no guest agent; rebuild it", spec.Image)
 	}
-	defer self.Close()
-	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(fdExe), InitArg)
+	defer agent.Close()
+	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(guestagent.JailFDExe), "--jail-init")
+	cmd.Args[0] = "boxlite-guest"
 	cmd.Stdin = bytes.NewReader(cfgJSON)
 	cmd.Stdout, cmd.Stderr = console, console
-	cmd.ExtraFiles = []*os.File{lf, syncR, self}
+	cmd.ExtraFiles = []*os.File{lf, syncR, agent}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -279,11 +274,24 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 
 	// Cgroups first, so the box is limited from its first instruction on.
-	cgDirs, err := createCgroups(cg, spec.ID, limits{MemoryBytes: int64(spec.MemoryMiB) << 20, PidsMax: e.cfg.PidsMax, CPUs: spec.CPUs})
+	cgs, err := createCgroups(cg, spec.ID, limits{MemoryBytes: int64(spec.MemoryMiB) << 20, PidsMax: e.cfg.PidsMax, CPUs: spec.CPUs}, base)
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot create the box's cgroups")
 	}
-	cleanups = append(cleanups, func() { removeCgroups(cgDirs) })
+	cleanups = append(cleanups, func() { removeCgroups(cgs.Dirs) })
+	if cgs.WorkProcs != "" {
+		work, err := os.OpenFile(cgs.WorkProcs, os.O_WRONLY, 0)
+		if err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot open the box's work cgroup")
+		}
+		defer work.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, work) // fd guestagent.JailFDWork
+	}
+	if cg.V2 {
+		// The cgroup namespace root would be the server's cgroup, outside
+		// the box's: v2 delegation needs the box's cgroups inside it.
+		cmd.SysProcAttr.Cloneflags &^= syscall.CLONE_NEWCGROUP
+	}
 
 	tPrepared := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -300,10 +308,10 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the jail process vanished at once")
 	}
 	cleanups = append(cleanups, func() { id.KillGroup(); id.Wait(5 * time.Second) })
-	st := state{Proc: id, Cgroups: cgDirs, CgroupV2: cg.V2, Socket: spec.Socket, Started: time.Now().UTC()}
+	st := state{Proc: id, Cgroups: cgs.Dirs, CgroupV2: cg.V2, Socket: spec.Socket, Started: time.Now().UTC()}
 	log = log.With("pid", pid)
 
-	if err := addToCgroups(cgDirs, pid); err != nil {
+	if err := addToCgroups(cgs.Join, pid); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot place the jail in its cgroups")
 	}
 	if spec.Network {

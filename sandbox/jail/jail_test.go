@@ -13,14 +13,6 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 )
 
-func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == jail.InitArg {
-		jail.InitMain()
-		return
-	}
-	os.Exit(m.Run())
-}
-
 type tw struct{ t testing.TB }
 
 func (w tw) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }

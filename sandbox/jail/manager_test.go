@@ -168,6 +168,7 @@ func TestJailHostileCode(t *testing.T) {
 
 	t.Run("fork bomb hits the pids limit", func(t *testing.T) {
 		id := newBox("forkbomb", 256)
+		init1 := shIn(t, m, id, "cut -d' ' -f22 /proc/1/stat").stdout
 		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived"}, TimeoutMs: 20_000})
 		if !strings.Contains(o.stderr, "Resource temporarily unavailable") {
 			t.Errorf("fork bomb did not hit the pids limit: %+v stderr=%.300q", o.res, o.stderr)
@@ -176,6 +177,10 @@ func TestJailHostileCode(t *testing.T) {
 		execIn(t, m, id, wire.ExecRequest{Argv: []string{"bash", "-c", "kill -9 -1; true"}, TimeoutMs: 10_000})
 		if o := shIn(t, m, id, "echo alive"); o.stdout != "alive\n" {
 			t.Fatalf("box after fork bomb: %q", o.stdout)
+		}
+		// The agent (PID 1) lived through it: the box was not restarted.
+		if init2 := shIn(t, m, id, "cut -d' ' -f22 /proc/1/stat").stdout; init2 != init1 {
+			t.Fatalf("the box's PID 1 changed during the fork bomb (%q -> %q)", init1, init2)
 		}
 	})
 	t.Run("memory hog is killed at the limit", func(t *testing.T) {

@@ -1,4 +1,4 @@
-package jail
+package guestagent
 
 import (
 	seccomp "github.com/elastic/go-seccomp-bpf"

@@ -1,4 +1,4 @@
-package jail
+package guestagent
 
 import (
 	"encoding/json"
@@ -6,62 +6,59 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 )
 
-// InitArg is the hidden first argument that turns the boxlite-mcp binary
-// into a jail's init stage. Binaries that embed the jail engine must call
-// InitMain when they see it (cmd/boxlite-mcp and the tests' TestMain do).
-const InitArg = "__boxlite-jail-init"
-
-// File descriptors the engine hands to the init stage.
+// File descriptors a jail engine hands to the agent started with --jail-init.
 const (
-	fdListener = 3 // the agent's listening unix socket; stays open across exec
-	fdSync     = 4 // read end of the start pipe: one byte means "go"
-	fdExe      = 5 // the executable the init stage runs from
-	fdMax      = fdExe
+	JailFDListener = 3 // the agent's listening unix socket
+	JailFDSync     = 4 // read end of the start pipe: one byte means "go"
+	JailFDExe      = 5 // the agent binary itself (it is exec'd through this descriptor)
+	JailFDWork     = 6 // optional: cgroup.procs of the cgroup for user processes
+	jailFDMax      = JailFDExe
 )
 
-// initConfig is what the engine sends the init stage on stdin.
-type initConfig struct {
+// JailConfig is what a jail engine sends the agent's --jail-init stage on stdin.
+type JailConfig struct {
 	// Root is the box's root file system, mounted by the engine before
 	// the namespaces were made (and already detached on the host).
 	Root       string   `json:"root"`
 	Hostname   string   `json:"hostname"`
 	Network    bool     `json:"network"`
 	TmpSizeMiB int      `json:"tmp_size_mib"`
-	AgentArgs  []string `json:"agent_args"`
 	Env        []string `json:"env"`
 	Seccomp    bool     `json:"seccomp"`
 }
 
-// InitMain is the init stage of a jail. It runs as root of the box's new
-// user namespace and PID 1 of its new pid namespace, in new mount, net,
-// uts and ipc namespaces, already inside the box's cgroups. It mounts the
-// box's root (overlayfs over the image), /proc, /sys, a minimal /dev and
-// /tmp, pivots into it, installs the seccomp filter and execs the guest
-// agent, which stays PID 1. Errors go to stderr (the box's console.log) and
-// end the process: the engine sees the exit and reports the log.
-func InitMain() {
-	if err := initJail(); err != nil {
-		fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
-		os.Exit(125)
-	}
-}
-
-func initJail() error {
-	var cfg initConfig
+// JailInit turns the agent into a jail's first process. It runs as root of
+// the box's new user namespace and PID 1 of its new pid namespace, in new
+// mount, net, uts and ipc namespaces, already inside the box's cgroups. It
+// reads its JailConfig from stdin, waits for the engine's start signal,
+// bind-mounts the box root the engine prepared, mounts /proc, /sys, a
+// minimal /dev and /tmp, pivots into the root, sets the environment and
+// installs the seccomp filter. The caller then serves on JailFDListener.
+// Errors are for stderr (the box's console.log).
+func JailInit() (*JailConfig, error) {
+	var cfg JailConfig
 	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
-		return fmt.Errorf("reading config: %w", err)
+		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	// Wait for the engine: it puts us in the cgroups and sets up the network first.
 	var b [1]byte
-	if n, _ := os.NewFile(fdSync, "sync").Read(b[:]); n != 1 {
-		return errors.New("engine went away before the start signal")
+	if n, _ := unix.Read(JailFDSync, b[:]); n != 1 {
+		return nil, errors.New("engine went away before the start signal")
 	}
+	if err := enterJail(cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func enterJail(cfg JailConfig) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
 	}
@@ -100,30 +97,30 @@ func initJail() error {
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
-	for f := fdSync; f <= fdMax; f++ {
-		unix.CloseOnExec(f)
+	for f := JailFDSync; f <= jailFDMax; f++ {
+		unix.Close(f)
+	}
+	unix.CloseOnExec(JailFDWork) // never inherited by user processes
+	os.Clearenv()
+	for _, kv := range cfg.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			os.Setenv(k, v)
+		}
 	}
 	if cfg.Seccomp {
 		if err := seccomp.LoadFilter(seccompFilter()); err != nil {
 			return fmt.Errorf("loading the seccomp filter: %w", err)
 		}
 	}
-	argv := append([]string{agentPath}, cfg.AgentArgs...)
-	if err := unix.Exec(agentPath, argv, cfg.Env); err != nil {
-		return fmt.Errorf("exec %s: %w", agentPath, err)
-	}
 	return nil
 }
-
-// agentPath is the guest agent inside the image (image.AgentPath).
-const agentPath = "/usr/local/bin/boxlite-guest"
 
 // devices are bind-mounted from the host into the box's /dev.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // mountSystem mounts /proc, /sys, /dev and /tmp under the current directory
 // (the box root).
-func mountSystem(cfg initConfig) error {
+func mountSystem(cfg JailConfig) error {
 	type m struct {
 		src, dst, fstype string
 		flags            uintptr
