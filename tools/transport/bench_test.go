@@ -1,0 +1,130 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
+	"github.com/boxlite-ai/boxlite-mcp/tools"
+)
+
+func p50(b *testing.B, ds []time.Duration) {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	if len(ds) > 0 {
+		b.ReportMetric(float64(ds[len(ds)/2].Nanoseconds())/1e6, "p50-ms")
+	}
+}
+
+// stdioServer builds boxlite-mcp and starts it on stdio with an MCP client.
+func stdioServer(b *testing.B, home string) *mcpclient.Client {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "boxlite-mcp")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/boxlite-mcp")
+	build.Dir = testenv.RepoRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	c, err := mcpclient.NewStdioMCPClient(bin, nil, "serve", "--home", home, "--engine", "jail", "--log-level", "error")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	init := mcp.InitializeRequest{}
+	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcp.Implementation{Name: "bench", Version: "0"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func callTool(b *testing.B, c *mcpclient.Client, name string, args map[string]any) *mcp.CallToolResult {
+	req := mcp.CallToolRequest{}
+	req.Params.Name, req.Params.Arguments = name, args
+	r, err := c.CallTool(context.Background(), req)
+	if err != nil || r.IsError {
+		b.Fatalf("%s: %v %+v", name, err, r)
+	}
+	return r
+}
+
+// BenchmarkMCPStdio measures MCP round trips over stdio against the same
+// work done through the manager in this process (the baseline, same run).
+// Targets: list_boxes p50 under 1 ms; run_code overhead under 2 ms.
+func BenchmarkMCPStdio(b *testing.B) {
+	testenv.RequireRoot(b)
+	home := testenv.Home(b)
+	ctx := context.Background()
+	st, err := persist.Open(ctx, filepath.Join(home, "boxlite.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	m, err := sandbox.New(sandbox.Config{Home: home, Store: st, Engines: []sandbox.Engine{jail.New(jail.Config{Home: home})}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	box, err := m.Create(ctx, tools.LocalOwner, sandbox.CreateRequest{Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Destroy(ctx, tools.LocalOwner, box.ID)
+	c := stdioServer(b, home)
+
+	b.Run("list_boxes/baseline", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			t := time.Now()
+			if _, err := m.List(ctx, tools.LocalOwner, ""); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(t))
+		}
+		p50(b, ds)
+	})
+	b.Run("list_boxes/mcp-stdio", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			t := time.Now()
+			callTool(b, c, "list_boxes", map[string]any{})
+			ds = append(ds, time.Since(t))
+		}
+		p50(b, ds)
+	})
+	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/root"}
+	b.Run("run_code/baseline", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			t := time.Now()
+			var out bytes.Buffer
+			if _, _, err := m.Exec(ctx, tools.LocalOwner, "bench", req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(t))
+		}
+		p50(b, ds)
+	})
+	b.Run("run_code/mcp-stdio", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			t := time.Now()
+			callTool(b, c, "run_code", map[string]any{"box": "bench", "code": "print(1)"})
+			ds = append(ds, time.Since(t))
+		}
+		p50(b, ds)
+	})
+}
