@@ -17,10 +17,12 @@ func TestLineLimiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The oversize line is cut short and ends in a NUL (never valid JSON):
+	// the server answers it with a parse error and reads on.
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	want := []string{"short", "\x00", "after", strings.Repeat("y", 30)}
-	if strings.Join(lines, "|") != strings.Join(want, "|") {
-		t.Fatalf("got %q; want %q", lines, want)
+	if len(lines) != 4 || lines[0] != "short" || !strings.HasSuffix(lines[1], "\x00") || len(lines[1]) > 41 ||
+		lines[2] != "after" || lines[3] != strings.Repeat("y", 30) {
+		t.Fatalf("got %q", lines)
 	}
 }
 
