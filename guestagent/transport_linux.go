@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/vsock"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
 // Listen opens the transport named by spec:
@@ -69,7 +71,11 @@ func (s *Server) ServeSerial(ctx context.Context, name string) error {
 		if err == nil {
 			var f *os.File
 			if f, err = os.OpenFile(dev, os.O_RDWR, 0); err == nil {
-				err = s.ServeConn(ctx, io.ReadWriteCloser(f))
+				if err = wire.SyncSerialGuest(f); err == nil {
+					err = s.ServeConn(ctx, io.ReadWriteCloser(f))
+				} else {
+					f.Close()
+				}
 			}
 		}
 		if err != nil {

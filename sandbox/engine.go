@@ -75,3 +75,11 @@ type Engine interface {
 	// box, BoxDir included. h may be zero (a box that never started).
 	Destroy(ctx context.Context, spec Spec, h Handle) error
 }
+
+// ExclusiveChannel is implemented by engines whose agent channel takes one
+// host connection at a time (a virtio-serial port). The manager then holds
+// a box's connection only while calls are in flight, so other server
+// processes on the same home can reach the box between calls.
+type ExclusiveChannel interface {
+	Exclusive(h Handle) bool
+}

@@ -184,7 +184,11 @@ func (m *Manager) withAgent(ctx context.Context, owner, ref string, fn func(*cli
 		return nil, err
 	}
 	m.setBusy(id, 1)
-	defer m.setBusy(id, -1)
+	defer func() {
+		if m.setBusy(id, -1) == 0 && m.exclusive(r) {
+			m.dropClient(id) // let other servers in between calls
+		}
+	}()
 	m.touch(id)
 	stop := m.touchWhile(id)
 	err = fn(c)
@@ -270,13 +274,36 @@ func (m *Manager) markUsed(id string) {
 	}
 }
 
-func (m *Manager) setBusy(id string, d int) {
+// setBusy changes the count of calls in flight on box id and returns it.
+func (m *Manager) setBusy(id string, d int) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.busy[id] += d
-	if m.busy[id] <= 0 {
+	n := m.busy[id]
+	if n <= 0 {
 		delete(m.busy, id)
 	}
+	return n
+}
+
+// exclusive reports whether the box's engine channel takes one connection
+// at a time (the stored row's handle is current enough: the channel kind
+// does not change between starts of one engine).
+func (m *Manager) exclusive(r *persist.Box) bool {
+	eng, ok := m.engines[r.Engine]
+	if !ok {
+		return false
+	}
+	x, ok := eng.(ExclusiveChannel)
+	if !ok {
+		return false
+	}
+	fresh, err := m.store.Get(m.ctx, r.ID)
+	if err != nil {
+		return false
+	}
+	_, _, h, err := m.engineFor(fresh)
+	return err == nil && x.Exclusive(h)
 }
 
 func (m *Manager) isBusy(id string) bool {

@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -46,6 +48,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "boxlite-guest")
 	var workCgroup *os.File
+	workPids := 0
 	if *jailInit {
 		if _, err := guestagent.JailInit(); err != nil {
 			fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
@@ -57,6 +60,25 @@ func main() {
 			workCgroup = os.NewFile(guestagent.JailFDWork, "work-cgroup")
 		}
 	}
+	if *listen == "" && os.Getpid() == 1 {
+		// Booted by a VM engine as /init: the configuration is in the initramfs.
+		if b, err := os.ReadFile(guestagent.BootConfigPath); err == nil {
+			var bc guestagent.BootConfig
+			if err := json.Unmarshal(b, &bc); err != nil {
+				log.Error("boot config", "err", err)
+			}
+			*listen, *modules, *rootDev, *hostname = bc.Listen, strings.Join(bc.Modules, ","), bc.Root, bc.Hostname
+			workPids = bc.WorkPidsMax
+			if bc.RootFSType != "" {
+				*rootFS = bc.RootFSType
+			}
+			for _, kv := range bc.Env {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					os.Setenv(k, v)
+				}
+			}
+		}
+	}
 	if *listen == "" {
 		log.Error("--listen is required")
 		os.Exit(2)
@@ -64,8 +86,10 @@ func main() {
 	// Listen before the init duties: a unix socket must be bound on the
 	// file system the host sees, before /tmp and friends are mounted over.
 	serial, isSerial := strings.CutPrefix(*listen, "serial:")
+	// vsock and serial need the kernel modules Init loads: listen after it.
+	early := strings.HasPrefix(*listen, "unix:") || strings.HasPrefix(*listen, "fd:")
 	var l net.Listener
-	if !isSerial {
+	if early {
 		var err error
 		if l, err = guestagent.Listen(*listen); err != nil {
 			log.Error("listen", "err", err)
@@ -78,14 +102,33 @@ func main() {
 		if *modules != "" {
 			mods = strings.Split(*modules, ",")
 		}
-		// Init failures are logged; the agent serves whatever it can.
-		guestagent.Init(guestagent.InitConfig{Modules: mods, RootDevice: *rootDev, RootFSType: *rootFS, Hostname: *hostname, SkipDevtmpfs: *noDev, NoMounts: *noMounts}, log)
+		// Init failures are logged and the agent serves whatever it can,
+		// except without its root file system: then the box powers off
+		// and the engine reports the console.
+		wc, err := guestagent.Init(guestagent.InitConfig{Modules: mods, RootDevice: *rootDev, RootFSType: *rootFS, Hostname: *hostname,
+			SkipDevtmpfs: *noDev, NoMounts: *noMounts, WorkPidsMax: workPids}, log)
+		if errors.Is(err, guestagent.ErrNoRoot) {
+			log.Error("cannot mount the root file system; powering off", "err", err)
+			guestagent.PowerOff(false)
+			os.Exit(1)
+		}
+		if wc != nil {
+			cfg.WorkCgroup = wc
+		}
 		cfg.PowerOff = guestagent.PowerOff
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := guestagent.NewServer(cfg)
 	log.Info("serving", "listen", *listen, "version", guestagent.Version, "pid", os.Getpid())
+	if !isSerial && !early {
+		var err error
+		if l, err = guestagent.Listen(*listen); err != nil {
+			log.Error("listen", "err", err)
+			guestagent.PowerOff(false)
+			os.Exit(1)
+		}
+	}
 	var err error
 	if isSerial {
 		err = srv.ServeSerial(ctx, serial)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
@@ -42,8 +41,5 @@ func engines(home string, log *slog.Logger, only string) ([]sandbox.Engine, erro
 // extraEngines is where the VM engines register (see engines_vm.go).
 var extraEngines = func(home string, log *slog.Logger) map[string]sandbox.Engine { return nil }
 
-// kernelStep returns the image build step that adds VM boot files, when a
-// VM engine provides one.
-var kernelStep = func(home string, log *slog.Logger) func(context.Context, string, func(string) func()) (*image.Kernel, error) {
-	return nil
-}
+// vmImage adds the VM boot steps to an image build, when a VM engine is built in.
+var vmImage = func(cfg *image.BuildConfig) {}

@@ -35,8 +35,10 @@ func imageBuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("guest agent %s not found (build it with `make build`, or pass --agent)", *agent)
 	}
 	log, _ := newLogger(stderr, "info")
-	img, err := image.Build(ctx, image.BuildConfig{Home: *home, Name: *name, Agent: *agent, AgentVersion: guestagent.Version,
-		Mirror: *mirror, Force: *force, Progress: stdout, Logger: log, Kernel: kernelStep(*home, log)})
+	cfg := image.BuildConfig{Home: *home, Name: *name, Agent: *agent, AgentVersion: guestagent.Version,
+		Mirror: *mirror, Force: *force, Progress: stdout, Logger: log}
+	vmImage(&cfg)
+	img, err := image.Build(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
 )
 
 // RequireRoot skips t unless it runs as root. `make test` runs as root on
@@ -86,7 +87,12 @@ func Image(t testing.TB) *image.Image {
 	defer cancel()
 	// Build reuses a built image, refreshing its guest agent when this
 	// tree's agent differs; the first build takes about a minute.
-	img, err := image.Build(ctx, image.BuildConfig{Home: home, Agent: Agent(t), AgentVersion: guestagent.Version, Progress: logWriter{t}})
+	agent := Agent(t)
+	img, err := image.Build(ctx, image.BuildConfig{Home: home, Agent: agent, AgentVersion: guestagent.Version, Progress: logWriter{t},
+		Kernel: qemu.KernelStep(agent),
+		Initramfs: func(dir, agent string, k *image.Kernel) (string, error) {
+			return qemu.WriteInitramfs(dir, agent, k.Modules)
+		}})
 	if err != nil {
 		t.Fatalf("building the default image: %v", err)
 	}

@@ -47,8 +47,10 @@ type BuildConfig struct {
 	Ext4Size int64
 	// JailUIDBase is the host uid that box uid 0 maps to (default DefaultJailUIDBase).
 	JailUIDBase uint32
-	// Kernel, when set, adds VM boot files (see kernel.go).
+	// Kernel, when set, adds VM boot files (vmlinuz, initramfs.cpio).
 	Kernel func(ctx context.Context, dir string, step func(string) func()) (*Kernel, error)
+	// Initramfs rebuilds initramfs.cpio in an image dir for a new agent.
+	Initramfs func(dir, agent string, k *Kernel) (sha string, err error)
 	// Progress receives one line per step with its timing (default: discard).
 	Progress io.Writer
 	// Force rebuilds a complete image.
@@ -137,6 +139,12 @@ func Build(ctx context.Context, cfg BuildConfig) (*Image, error) {
 			sum, err := fileSHA256(cfg.Agent)
 			if err != nil {
 				return nil, fmt.Errorf("guest agent %s: %w", cfg.Agent, err)
+			}
+			if cfg.Kernel != nil && img.Manifest.Kernel == nil {
+				fmt.Fprintf(cfg.Progress, "image %q has no VM boot files; adding them\n", cfg.Name)
+				if img, err = addKernel(ctx, img, cfg); err != nil {
+					return nil, err
+				}
 			}
 			if sum == img.Manifest.AgentSHA256 {
 				fmt.Fprintf(cfg.Progress, "image %q is already built (%s); nothing to do\n", cfg.Name, img.Dir)
@@ -487,6 +495,13 @@ func refreshAgent(ctx context.Context, img *Image, cfg BuildConfig, sum string) 
 		return nil, err
 	}
 	m := img.Manifest
+	if m.Kernel != nil && cfg.Initramfs != nil {
+		k := *m.Kernel
+		if k.InitrdSHA, err = cfg.Initramfs(img.Dir, cfg.Agent, &k); err != nil {
+			return nil, fmt.Errorf("rebuilding the initramfs: %w", err)
+		}
+		m.Kernel = &k
+	}
 	m.AgentSHA256, m.AgentVersion, m.Ext4SHA256 = sum, cfg.AgentVersion, ext4Sum
 	data, _ := json.MarshalIndent(m, "", "  ")
 	if err := writeAtomic(filepath.Join(img.Dir, "manifest.json"), data); err != nil {
@@ -503,4 +518,20 @@ func writeAtomic(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// addKernel adds VM boot files to a built image that lacks them.
+func addKernel(ctx context.Context, img *Image, cfg BuildConfig) (*Image, error) {
+	b := &builder{cfg: cfg, dir: img.Dir, start: time.Now()}
+	k, err := cfg.Kernel(ctx, img.Dir, b.step)
+	if err != nil {
+		return nil, err
+	}
+	m := img.Manifest
+	m.Kernel = k
+	data, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeAtomic(filepath.Join(img.Dir, "manifest.json"), data); err != nil {
+		return nil, noSpace(err, img.Dir)
+	}
+	return Locate(cfg.Home, cfg.Name)
 }

@@ -1,0 +1,134 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// A virtio-serial port has no connections: bytes the guest wrote for a host
+// that went away reach the next host, and a guest may still be reading with
+// an old session when a new host starts talking. Before the hello, both
+// sides therefore synchronise on the raw byte stream:
+//
+//	host:  SYNC+nonce, repeated every 200 ms until acknowledged
+//	guest: scans for SYNC, answers ACK+nonce
+//	host:  skips everything up to ACK+nonce, then sends HELO
+//	guest: skips repeated SYNCs up to HELO; the Hello frame follows
+//
+// A guest session that still runs eats some SYNCs, fails on them and ends;
+// the guest then scans and catches a later one.
+var (
+	serialSync = []byte("\x00\x00BXSYNC")
+	serialAck  = []byte("\x00\x00BXACK!")
+	serialHelo = []byte("\x00\x00BXHELO")
+)
+
+const nonceLen = 8
+
+// SyncSerialHost runs the host side of the handshake on conn.
+func SyncSerialHost(ctx context.Context, conn net.Conn) error {
+	nonce := make([]byte, nonceLen)
+	rand.Read(nonce)
+	msg := append(append([]byte{}, serialSync...), nonce...)
+	// The repeater and the final HELO never interleave: HELO is written
+	// only after the repeater has stopped, under the same lock.
+	var mu sync.Mutex
+	stopped := false
+	stopRepeater := func() { mu.Lock(); stopped = true; mu.Unlock() }
+	defer stopRepeater()
+	writeErr := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				return
+			}
+			_, err := conn.Write(msg)
+			mu.Unlock()
+			if err != nil {
+				writeErr <- err
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	want := append(append([]byte{}, serialAck...), nonce...)
+	if err := scanFor(conn, want, nil); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		select {
+		case werr := <-writeErr:
+			return werr
+		default:
+		}
+		return err
+	}
+	conn.SetReadDeadline(time.Time{})
+	mu.Lock()
+	stopped = true
+	_, err := conn.Write(serialHelo)
+	mu.Unlock()
+	return err
+}
+
+// SyncSerialGuest runs the guest side of the handshake on a port. It reads
+// one byte at a time so nothing after HELO is consumed.
+func SyncSerialGuest(rw io.ReadWriter) error {
+	var nonce []byte
+	if err := scanFor(rw, serialSync, func(r io.Reader) error {
+		nonce = make([]byte, nonceLen)
+		_, err := io.ReadFull(r, nonce)
+		return err
+	}); err != nil {
+		return err
+	}
+	if _, err := rw.Write(append(append([]byte{}, serialAck...), nonce...)); err != nil {
+		return err
+	}
+	return scanFor(rw, serialHelo, nil)
+}
+
+// scanFor reads byte by byte until the stream has shown pattern, then runs
+// after (if any) on the reader.
+func scanFor(r io.Reader, pattern []byte, after func(io.Reader) error) error {
+	window := make([]byte, 0, len(pattern))
+	var b [1]byte
+	for {
+		n, err := r.Read(b[:])
+		if n == 0 {
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		if len(window) == len(pattern) {
+			window = append(window[:0], window[1:]...)
+		}
+		window = append(window, b[0])
+		if bytes.Equal(window, pattern) {
+			if after != nil {
+				return after(r)
+			}
+			return nil
+		}
+	}
+}

@@ -1,0 +1,581 @@
+// Package qemu is the QEMU microvm engine: each box is a `qemu-system-x86_64
+// -M microvm` virtual machine booting Debian's cloud kernel with an
+// initramfs whose /init is the guest agent. The agent loads the virtio
+// modules, mounts the root disk (the image's ext4 under a per-box qcow2
+// overlay) and serves the host over vhost-vsock where the host has it, else
+// over a named virtio-serial port backed by a unix socket.
+//
+// KVM is used only when it can really boot a stock kernel; otherwise TCG.
+// Boots under TCG hang now and then, so every start has a deadline, races
+// QEMU's exit, and is retried.
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+// Name is the engine's name.
+const Name = "qemu"
+
+const (
+	handleVersion = 1
+	serialPort    = "boxlite.agent" // the virtio-serial port name the agent looks for
+	vsockPort     = 1024
+)
+
+// Config configures the engine. Zero fields take defaults.
+type Config struct {
+	Home string // required
+	// QEMU and QemuImg are the binaries (default: qemu-system-x86_64 and qemu-img from PATH).
+	QEMU, QemuImg string
+	// Attempts is how many boots a start tries before giving up (default 2).
+	Attempts int
+	// HelloTimeout bounds one boot until the agent's hello (default 30 s
+	// with KVM, 120 s under TCG).
+	HelloTimeout time.Duration
+	// ExtraAppend is appended to the kernel command line (tests: a broken
+	// init argument that never says hello).
+	ExtraAppend string
+	// ForceTCG ignores KVM even where it is usable.
+	ForceTCG bool
+	Logger   *slog.Logger
+}
+
+// Engine is the QEMU engine. It keeps no per-box memory. Safe for concurrent use.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ sandbox.Engine = (*Engine)(nil)
+
+// New returns a QEMU engine.
+func New(cfg Config) *Engine {
+	if cfg.QEMU == "" {
+		cfg.QEMU, _ = exec.LookPath("qemu-system-x86_64")
+	}
+	if cfg.QemuImg == "" {
+		cfg.QemuImg, _ = exec.LookPath("qemu-img")
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "qemu")}
+}
+
+// Name implements sandbox.Engine.
+func (e *Engine) Name() string { return Name }
+
+// KVMUsable reports whether KVM can boot a stock kernel here, and why not.
+// /dev/kvm opening is not enough: a PVM-only KVM (no vmx/svm, kvm_pvm
+// loaded) accepts the ioctls and then hangs a stock kernel.
+func KVMUsable() (bool, string) {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false, "/dev/kvm: " + err.Error()
+	}
+	f.Close()
+	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
+		return false, "the kernel's KVM is PVM-only (kvm_pvm), which cannot boot a stock kernel"
+	}
+	cpu, _ := os.ReadFile("/proc/cpuinfo")
+	flags := ""
+	for _, line := range strings.Split(string(cpu), "\n") {
+		if strings.HasPrefix(line, "flags") {
+			flags = " " + line + " "
+			break
+		}
+	}
+	if !strings.Contains(flags, " vmx ") && !strings.Contains(flags, " svm ") {
+		return false, "the CPU advertises no vmx/svm (nested virtualization is off)"
+	}
+	_, intel := os.Stat("/sys/module/kvm_intel")
+	_, amd := os.Stat("/sys/module/kvm_amd")
+	if intel != nil && amd != nil {
+		return false, "neither kvm_intel nor kvm_amd is loaded"
+	}
+	return true, "KVM"
+}
+
+// vhostVsockUsable reports whether QEMU can give guests a vsock device.
+func vhostVsockUsable() bool {
+	f, err := os.OpenFile("/dev/vhost-vsock", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+func (e *Engine) accel() (kvm bool, why string) {
+	ok, why := KVMUsable()
+	if e.cfg.ForceTCG {
+		return false, "TCG (forced)"
+	}
+	if !ok {
+		return false, "TCG, because KVM is unusable: " + why
+	}
+	return true, "KVM"
+}
+
+// Available implements sandbox.Engine.
+func (e *Engine) Available(ctx context.Context) sandbox.Availability {
+	a := sandbox.Availability{Isolation: "microVM (QEMU microvm, own kernel)"}
+	switch {
+	case e.cfg.QEMU == "":
+		a.Reason = "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"
+		return a
+	case e.cfg.QemuImg == "":
+		a.Reason = "qemu-img not found (apt-get install qemu-utils)"
+		return a
+	}
+	kvm, why := e.accel()
+	channel := "virtio-serial (no /dev/vhost-vsock)"
+	if vhostVsockUsable() {
+		channel = "vhost-vsock"
+	}
+	a.Usable = true
+	a.Reason = "QEMU microvm on " + why
+	a.Details = append(a.Details, "agent channel: "+channel)
+	if !kvm {
+		a.Details = append(a.Details, "TCG emulation: boots take seconds and code runs several times slower than native")
+	}
+	if img, err := image.Locate(e.cfg.Home, "default"); err == nil && img.Manifest.Kernel == nil {
+		a.Details = append(a.Details, "the default image has no VM boot files: rebuild it with `boxlite-mcp image build --force`")
+	}
+	return a
+}
+
+// state is the engine's part of the Handle.
+type state struct {
+	Proc    proc.ID `json:"proc"`
+	KVM     bool    `json:"kvm"`
+	Channel string  `json:"channel"` // "serial" or "vsock"
+	CID     uint32  `json:"cid,omitempty"`
+	QMP     string  `json:"qmp"`
+}
+
+func decodeState(h sandbox.Handle) (state, error) {
+	var st state
+	if len(h.State) == 0 {
+		return st, nil
+	}
+	if h.Engine != Name || h.Version != handleVersion {
+		return st, fmt.Errorf("handle of engine %s v%d is not a qemu v%d handle", h.Engine, h.Version, handleVersion)
+	}
+	return st, json.Unmarshal(h.State, &st)
+}
+
+func encode(st state) sandbox.Handle {
+	b, _ := json.Marshal(st)
+	return sandbox.Handle{Version: handleVersion, Engine: Name, State: b}
+}
+
+// Exclusive implements sandbox.ExclusiveChannel: a virtio-serial channel
+// takes one host connection at a time.
+func (e *Engine) Exclusive(h sandbox.Handle) bool {
+	st, _ := decodeState(h)
+	return st.Channel != "vsock"
+}
+
+// Start implements sandbox.Engine.
+func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, error) {
+	img, err := image.Locate(e.cfg.Home, spec.Image)
+	if err != nil {
+		return sandbox.Handle{}, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
+	}
+	if img.Manifest.Kernel == nil {
+		return sandbox.Handle{}, sandbox.Errorf(sandbox.ErrFailedPrecondition, "image %q has no VM kernel; rebuild it with `boxlite-mcp image build --force --name %s`", spec.Image, spec.Image)
+	}
+	if err := e.prepareDisk(ctx, spec, img); err != nil {
+		return sandbox.Handle{}, err
+	}
+	kvm, why := e.accel()
+	timeout := e.cfg.HelloTimeout
+	if timeout == 0 {
+		timeout = 120 * time.Second
+		if kvm {
+			timeout = 30 * time.Second
+		}
+	}
+	var lastErr error
+	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
+		h, err := e.boot(ctx, spec, img, kvm, timeout)
+		if err == nil {
+			e.log.Info("vm started", "box_id", spec.ID, "accel", why, "attempt", attempt)
+			return h, nil
+		}
+		lastErr = err
+		e.log.Warn("vm boot failed", "box_id", spec.ID, "attempt", attempt, "err", err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return sandbox.Handle{}, lastErr
+}
+
+// prepareDisk creates the box's qcow2 overlay over the image's ext4 once;
+// a restart keeps it, so files survive.
+func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) error {
+	disk := filepath.Join(spec.BoxDir, "disk.qcow2")
+	if _, err := os.Stat(disk); err == nil {
+		return nil
+	}
+	tmp := disk + ".tmp"
+	args := []string{"create", "-q", "-f", "qcow2", "-F", "raw", "-b", img.Ext4Path(), tmp}
+	if spec.DiskMiB > 0 {
+		args = append(args, strconv.Itoa(spec.DiskMiB)+"M")
+	}
+	if out, err := exec.CommandContext(ctx, e.cfg.QemuImg, args...).CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		if bytes.Contains(out, []byte("No space left")) {
+			return sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "no space left for the box's disk")
+		}
+		return sandbox.Wrapf(sandbox.ErrInternal, fmt.Errorf("%v: %s", err, out), "cannot create the box's disk")
+	}
+	return os.Rename(tmp, disk)
+}
+
+// boot runs one QEMU and waits for the agent's hello.
+func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, kvm bool, timeout time.Duration) (h sandbox.Handle, err error) {
+	st := state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}
+	listen := "serial:" + serialPort
+	if vhostVsockUsable() {
+		st.Channel, st.CID, listen = "vsock", cidFor(spec.ID), fmt.Sprintf("vsock:%d", vsockPort)
+	}
+	initrd, err := e.writeInitrd(spec, img, listen)
+	if err != nil {
+		return h, err
+	}
+	consolePath := filepath.Join(spec.BoxDir, "console.log")
+	console, err := os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's console log")
+	}
+	consoleStart, _ := console.Seek(0, 2)
+	fmt.Fprintf(console, "--- boxlite qemu start %s ---\n", time.Now().UTC().Format(time.RFC3339))
+	console.Close()
+	os.Remove(spec.Socket)
+	os.Remove(st.QMP)
+
+	args := e.commandLine(spec, img, st, initrd, consolePath)
+	qlog, err := os.OpenFile(filepath.Join(spec.BoxDir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return h, err
+	}
+	defer qlog.Close()
+	cmd := exec.Command(e.cfg.QEMU, args...)
+	cmd.Stdout, cmd.Stderr = qlog, qlog
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start qemu")
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // owns Wait: reaps QEMU whenever it ends
+	st.Proc, err = proc.Of(cmd.Process.Pid)
+	if err != nil {
+		st.Proc = proc.ID{PID: cmd.Process.Pid}
+	}
+	h = encode(st)
+	defer func() {
+		if err != nil {
+			// Nothing of a failed boot stays running.
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+			}
+			os.Remove(spec.Socket)
+			os.Remove(st.QMP)
+		}
+	}()
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := e.waitHello(hctx, spec, h, exited); err != nil {
+		tail := consoleTail(consolePath, consoleStart, 15)
+		qerr, _ := os.ReadFile(filepath.Join(spec.BoxDir, "qemu.log"))
+		msg := "the VM did not start"
+		if len(bytes.TrimSpace(qerr)) > 0 {
+			msg += ": qemu: " + strings.TrimSpace(string(qerr))
+		}
+		if tail != "" {
+			msg += "; last console lines:\n" + tail
+		}
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "%s", msg)
+	}
+	return h, nil
+}
+
+// commandLine builds QEMU's arguments.
+func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, initrd, console string) []string {
+	appendArgs := "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rw"
+	if e.cfg.ExtraAppend != "" {
+		appendArgs += " " + e.cfg.ExtraAppend
+	}
+	args := []string{
+		"-M", "microvm", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-smp", strconv.Itoa(max(spec.CPUs, 1)), "-m", strconv.Itoa(spec.MemoryMiB),
+		"-kernel", img.KernelPath(), "-initrd", initrd, "-append", appendArgs,
+		"-chardev", "file,id=con,path=" + console + ",append=on", "-serial", "chardev:con",
+		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, "disk.qcow2") + ",format=qcow2,if=none,cache=writeback,discard=unmap",
+		"-device", "virtio-blk-device,drive=root",
+		"-qmp", "unix:" + st.QMP + ",server=on,wait=off",
+	}
+	if st.KVM {
+		args = append(args, "-accel", "kvm", "-cpu", "host")
+	} else {
+		args = append(args, "-accel", "tcg,thread=multi", "-cpu", "max")
+	}
+	if st.Channel == "vsock" {
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", st.CID))
+	} else {
+		args = append(args, "-device", "virtio-serial-device",
+			"-chardev", "socket,id=agent,path="+spec.Socket+",server=on,wait=off",
+			"-device", "virtserialport,chardev=agent,name="+serialPort)
+	}
+	if spec.Network {
+		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0")
+	}
+	return args
+}
+
+// writeInitrd writes the box's initramfs: the image's, followed by a small
+// archive with the agent's boot configuration (the kernel unpacks both).
+func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string) (string, error) {
+	base, err := os.ReadFile(img.InitrdPath())
+	if err != nil {
+		return "", sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q has no initramfs; rebuild it", spec.Image)
+	}
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "BOXLITE_BOX_ID=" + spec.ID}
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	hostname := spec.Name
+	if hostname == "" {
+		hostname = "box-" + spec.ID[len(spec.ID)-8:]
+	}
+	cfg, _ := json.Marshal(guestagent.BootConfig{Listen: listen, Modules: img.Manifest.Kernel.Modules, Root: "/dev/vda",
+		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 4096})
+	var buf bytes.Buffer
+	buf.Write(base)
+	w := &cpioWriter{w: &buf, total: int64(len(base))}
+	w.File(guestagent.BootConfigPath, 0o600, cfg)
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	p := filepath.Join(spec.BoxDir, "initrd.cpio")
+	if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+		return "", sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot write the box's initramfs")
+	}
+	return p, nil
+}
+
+// cidFor derives a guest CID (>= 3) from the box id.
+func cidFor(id string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return 3 + h.Sum32()%(1<<30)
+}
+
+// waitHello dials the agent until it answers, QEMU exits, or ctx ends.
+func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, exited <-chan error) error {
+	done := make(chan error, 1)
+	go func() {
+		for {
+			conn, err := e.Dial(ctx, spec, h)
+			if err == nil {
+				c, herr := client.New(ctx, conn, "boxlite-mcp/qemu-start")
+				if herr == nil {
+					c.Close()
+					done <- nil
+					return
+				}
+				err = herr
+			}
+			if ctx.Err() != nil {
+				done <- fmt.Errorf("no hello from the agent: %w", ctx.Err())
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case err := <-exited:
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return fmt.Errorf("qemu exited during boot (%v)", err)
+	}
+}
+
+// Dial implements sandbox.Engine.
+func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
+	st, err := decodeState(h)
+	if err != nil {
+		return nil, err
+	}
+	if st.Channel == "vsock" {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() { c, err := vsock.Dial(st.CID, vsockPort, nil); ch <- result{c, err} }()
+		select {
+		case r := <-ch:
+			return r.c, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := wire.SyncSerialHost(ctx, conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent channel handshake: %w", err)
+	}
+	return conn, nil
+}
+
+// Recover implements sandbox.Engine.
+func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if !st.Proc.Alive() {
+		cleanup(spec, st)
+		return sandbox.ErrNotRunning
+	}
+	return nil
+}
+
+// Stop implements sandbox.Engine: the agent's shutdown (sync, power off),
+// then QMP quit, then SIGKILL.
+func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if st.Proc.Alive() && grace > 0 {
+		sctx, cancel := context.WithTimeout(ctx, grace)
+		if conn, err := e.Dial(sctx, spec, h); err == nil {
+			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
+				c.Shutdown(sctx, false)
+				c.Close()
+			}
+		}
+		cancel()
+		st.Proc.Wait(grace)
+	}
+	if st.Proc.Alive() {
+		qmpQuit(st.QMP, 3*time.Second)
+		st.Proc.Wait(5 * time.Second)
+	}
+	if st.Proc.Alive() {
+		st.Proc.KillGroup()
+		if !st.Proc.Wait(10 * time.Second) {
+			return fmt.Errorf("qemu pid %d survived SIGKILL", st.Proc.PID)
+		}
+	}
+	cleanup(spec, st)
+	return nil
+}
+
+// qmpQuit asks QEMU to exit through its QMP socket.
+func qmpQuit(path string, timeout time.Duration) error {
+	c, err := net.DialTimeout("unix", path, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil { // greeting
+		return err
+	}
+	for _, cmd := range []string{`{"execute":"qmp_capabilities"}`, `{"execute":"quit"}`} {
+		if _, err := c.Write([]byte(cmd + "\n")); err != nil {
+			return err
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cleanup(spec sandbox.Spec, st state) {
+	os.Remove(spec.Socket)
+	if st.QMP != "" {
+		os.Remove(st.QMP)
+	}
+}
+
+// Destroy implements sandbox.Engine.
+func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	var errs []error
+	if err := e.Stop(ctx, spec, h, 0); err != nil {
+		errs = append(errs, err)
+	}
+	os.Remove(spec.Socket)
+	os.Remove(spec.Socket + ".qmp")
+	if spec.BoxDir != "" {
+		if err := os.RemoveAll(spec.BoxDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func consoleTail(path string, offset int64, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < offset {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b[offset:])), "\n")
+	var keep []string
+	for _, l := range lines {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "--- boxlite") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
+}
