@@ -219,17 +219,17 @@ func switchRoot(dev, fstype string) error {
 	return os.Chdir("/")
 }
 
-// PowerOff syncs the disks and powers the machine off (or reboots). Outside
-// PID 1 it just exits: ending a jail's first process ends the jail.
+// PowerOff syncs the disks and ends the box. Outside PID 1 it just exits:
+// ending a jail's first process ends the jail. As PID 1 it restarts the
+// machine, which ends it: the VM engines run QEMU with -no-reboot (a
+// microvm without ACPI would only halt on power-off, leaving QEMU running).
+// reboot is kept for engines that want a real reboot; none does yet.
 func PowerOff(reboot bool) {
 	unix.Sync()
 	if os.Getpid() != 1 {
 		os.Exit(0)
 	}
-	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
-	if reboot {
-		cmd = unix.LINUX_REBOOT_CMD_RESTART
-	}
+	cmd := unix.LINUX_REBOOT_CMD_RESTART
 	if err := unix.Reboot(cmd); err != nil {
 		os.Exit(1) // a jail's PID 1 may not reboot: exiting ends it
 	}

@@ -16,17 +16,20 @@ import (
 // an old session when a new host starts talking. Before the hello, both
 // sides therefore synchronise on the raw byte stream:
 //
-//	host:  SYNC+nonce, repeated every 200 ms until acknowledged
+//	host:  SYNC+nonce, repeated every 100 ms until acknowledged
 //	guest: scans for SYNC, answers ACK+nonce
 //	host:  skips everything up to ACK+nonce, then sends HELO
 //	guest: skips repeated SYNCs up to HELO; the Hello frame follows
 //
 // A guest session that still runs eats some SYNCs, fails on them and ends;
 // the guest then scans and catches a later one.
+// Each marker starts with 0xff, which is not a valid yamux version byte: a
+// stale guest session that reads it fails at once instead of waiting for a
+// frame body.
 var (
-	serialSync = []byte("\x00\x00BXSYNC")
-	serialAck  = []byte("\x00\x00BXACK!")
-	serialHelo = []byte("\x00\x00BXHELO")
+	serialSync = []byte("\xffBXSYNC\xfe")
+	serialAck  = []byte("\xffBXACK!\xfe")
+	serialHelo = []byte("\xffBXHELO\xfe")
 )
 
 const nonceLen = 8
@@ -44,7 +47,7 @@ func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 	defer stopRepeater()
 	writeErr := make(chan error, 1)
 	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
+		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
 			mu.Lock()
