@@ -55,9 +55,14 @@ func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 				mu.Unlock()
 				return
 			}
+			// A port nobody reads applies backpressure: never block
+			// holding the lock (a short deadline skips a round instead).
+			conn.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 			_, err := conn.Write(msg)
+			conn.SetWriteDeadline(time.Time{})
 			mu.Unlock()
-			if err != nil {
+			var ne net.Error
+			if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
 				writeErr <- err
 				return
 			}
@@ -68,7 +73,7 @@ func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 			}
 		}
 	}()
-	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	want := append(append([]byte{}, serialAck...), nonce...)
 	if err := scanFor(conn, want, nil); err != nil {

@@ -54,8 +54,9 @@ type Config struct {
 	QEMU, QemuImg string
 	// Attempts is how many boots a start tries before giving up (default 2).
 	Attempts int
-	// HelloTimeout bounds one boot until the agent's hello (default 30 s
-	// with KVM, 120 s under TCG).
+	// HelloTimeout bounds one boot until the agent's hello (default 20 s
+	// with KVM, 40 s under TCG, where a healthy boot takes 2-5 s and a hung
+	// one never answers).
 	HelloTimeout time.Duration
 	// ExtraAppend is appended to the kernel command line (tests: a broken
 	// init argument that never says hello).
@@ -220,9 +221,9 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	kvm, why := e.accel()
 	timeout := e.cfg.HelloTimeout
 	if timeout == 0 {
-		timeout = 120 * time.Second
+		timeout = 40 * time.Second
 		if kvm {
-			timeout = 30 * time.Second
+			timeout = 20 * time.Second
 		}
 	}
 	var lastErr error
@@ -437,6 +438,8 @@ func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, h sandbox.Han
 			err = errors.New("exit status 0")
 		}
 		return fmt.Errorf("qemu exited during boot (%v)", err)
+	case <-ctx.Done():
+		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
 	}
 }
 
