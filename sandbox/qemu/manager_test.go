@@ -50,7 +50,7 @@ func TestQemuThroughManager(t *testing.T) {
 	home := testenv.Home(t)
 	ctx := context.Background()
 	m := server(t, home)
-	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "vm", MemoryMiB: 512, Env: map[string]string{"GREETING": "hello"}})
+	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "vm", MemoryMiB: 256, Env: map[string]string{"GREETING": "hello"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,12 +74,12 @@ func TestQemuThroughManager(t *testing.T) {
 	}
 
 	// A memory hog is killed by the guest's OOM killer; the box stays usable.
-	out, res := run(t, m, "vm", "python3", "-c", "x = bytearray(2 << 30); print('allocated')")
+	out, res := run(t, m, "vm", "python3", "-c", "x = bytearray(1 << 30); print('allocated')")
 	if strings.Contains(out, "allocated") || (res.Signal != "SIGKILL" && res.ExitCode == 0) {
 		t.Fatalf("hog survived: %q %+v", out, res)
 	}
 	// A fork bomb stays inside the VM and hits the guest's work cgroup limit.
-	run(t, m, "vm", "bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 5; pkill -9 -f bash; true")
+	run(t, m, "vm", "bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 3; pkill -9 -f bash; true")
 	if out, _ := run(t, m, "vm", "echo", "alive"); out != "alive\n" {
 		t.Fatalf("after hostile code: %q", out)
 	}

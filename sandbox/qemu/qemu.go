@@ -337,6 +337,15 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 // commandLine builds QEMU's arguments.
 func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, initrd, console string) []string {
 	appendArgs := "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rw"
+	if !st.KVM {
+		// Under TCG the kernel's TSC calibration against the PIT fails now
+		// and then ("Unable to calibrate against PIT"), leaving no working
+		// clocksource and a boot that hangs silently. The guest TSC runs at
+		// the host's rate under TCG, so tell the kernel that rate instead.
+		if khz := hostTSCkHz(); khz > 0 {
+			appendArgs += fmt.Sprintf(" tsc_early_khz=%d tsc=reliable", khz)
+		}
+	}
 	if e.cfg.ExtraAppend != "" {
 		appendArgs += " " + e.cfg.ExtraAppend
 	}
@@ -367,6 +376,20 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 	return args
 }
 
+// hostTSCkHz is the host CPU's clock in kHz from /proc/cpuinfo, 0 if unknown.
+func hostTSCkHz() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
+			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil && mhz > 0 {
+				return int(mhz * 1000)
+			}
+		}
+	}
+	return 0
+}
+
 // writeInitrd writes the box's initramfs: the image's, followed by a small
 // archive with the agent's boot configuration (the kernel unpacks both).
 func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string) (string, error) {
@@ -383,7 +406,7 @@ func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string)
 		hostname = "box-" + spec.ID[len(spec.ID)-8:]
 	}
 	cfg, _ := json.Marshal(guestagent.BootConfig{Listen: listen, Modules: img.Manifest.Kernel.Modules, Root: "/dev/vda",
-		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 4096})
+		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 1024})
 	var buf bytes.Buffer
 	buf.Write(base)
 	w := &cpioWriter{w: &buf, total: int64(len(base))}
