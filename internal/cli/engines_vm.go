@@ -5,6 +5,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
 )
 
@@ -12,6 +13,7 @@ func init() {
 	extraEngines = func(home string, log *slog.Logger) map[string]sandbox.Engine {
 		return map[string]sandbox.Engine{
 			"qemu": qemu.New(qemu.Config{Home: home, Logger: log}),
+			"krun": krun.New(krun.Config{Home: home, Logger: log}),
 		}
 	}
 	vmImage = func(cfg *image.BuildConfig) {

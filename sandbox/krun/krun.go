@@ -1,0 +1,327 @@
+// Package krun is the libkrun engine: each box is a libkrun microVM (KVM on
+// Linux, Hypervisor.framework on macOS) booting libkrunfw's kernel from the
+// image's ext4 under a per-box qcow2 overlay, with the guest agent as the
+// workload, reached through a vsock port that libkrun maps to a unix socket.
+//
+// libkrun is loaded at run time (dlopen), so boxlite-mcp builds and runs
+// where it is absent; the engine then reports itself unavailable with the
+// reason. Each box runs in a shim: boxlite-mcp re-executed with ShimArg,
+// detached, its configuration on stdin.
+//
+// Verified here only against a test double of libkrun (see krun_test.go):
+// the real library cannot be installed on the Debian CI hosts, whose KVM
+// also cannot boot its kernel.
+package krun
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+// Name is the engine's name.
+const Name = "krun"
+
+const (
+	handleVersion = 1
+	agentPort     = 1024
+)
+
+const install = "install libkrun (Fedora: `dnf install libkrun`; macOS: `brew tap slp/krun && brew install krun`)"
+
+// Config configures the engine. Zero fields take defaults.
+type Config struct {
+	Home string // required
+	// Library is what to dlopen (default libkrun.so.1, libkrun.1.dylib on macOS).
+	Library string
+	// ShimExe is the binary re-executed as the shim (default: os.Executable()).
+	ShimExe string
+	// ShimEnv is added to the shim's environment (e.g. LD_LIBRARY_PATH).
+	ShimEnv []string
+	// QemuImg creates the per-box qcow2 overlays (default: qemu-img from PATH).
+	QemuImg string
+	// HelloTimeout bounds a start until the agent's hello (default 30 s).
+	HelloTimeout time.Duration
+	// SkipHypervisorCheck skips the KVM/HVF check (the test double needs none).
+	SkipHypervisorCheck bool
+	Logger              *slog.Logger
+}
+
+// Engine is the libkrun engine. It keeps no per-box memory. Safe for concurrent use.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ sandbox.Engine = (*Engine)(nil)
+
+// New returns a krun engine.
+func New(cfg Config) *Engine {
+	if cfg.Library == "" {
+		cfg.Library = LibName()
+	}
+	if cfg.ShimExe == "" {
+		cfg.ShimExe, _ = os.Executable()
+	}
+	if cfg.QemuImg == "" {
+		cfg.QemuImg, _ = exec.LookPath("qemu-img")
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "krun")}
+}
+
+// Name implements sandbox.Engine.
+func (e *Engine) Name() string { return Name }
+
+// Available implements sandbox.Engine.
+func (e *Engine) Available(ctx context.Context) sandbox.Availability {
+	a := sandbox.Availability{Isolation: "microVM (libkrun, own kernel)"}
+	lib, err := Open(e.cfg.Library)
+	if err != nil {
+		a.Reason = fmt.Sprintf("%s cannot be loaded (%v); %s", e.cfg.Library, err, install)
+		return a
+	}
+	if m := lib.Missing(); len(m) > 0 {
+		a.Reason = fmt.Sprintf("libkrun too old: missing %s; upgrade it", strings.Join(m, ", "))
+		return a
+	}
+	if !e.cfg.SkipHypervisorCheck {
+		if runtime.GOOS == "linux" {
+			if ok, why := sandbox.KVMUsable(); !ok {
+				a.Reason = "KVM is unusable: " + why
+				return a
+			}
+		}
+	}
+	if e.cfg.QemuImg == "" {
+		a.Reason = "qemu-img not found (needed for the per-box qcow2 overlays: apt-get/dnf install qemu-img)"
+		return a
+	}
+	if !lib.CanDisableNetwork() {
+		a.Details = append(a.Details, "libkrun < 1.17: boxes without network cannot be isolated from it and are refused")
+	}
+	a.Usable = true
+	a.Reason = "libkrun loaded from " + e.cfg.Library
+	return a
+}
+
+type state struct {
+	Proc proc.ID `json:"proc"`
+}
+
+func decodeState(h sandbox.Handle) (state, error) {
+	var st state
+	if len(h.State) == 0 {
+		return st, nil
+	}
+	if h.Engine != Name || h.Version != handleVersion {
+		return st, fmt.Errorf("handle of engine %s v%d is not a krun v%d handle", h.Engine, h.Version, handleVersion)
+	}
+	return st, json.Unmarshal(h.State, &st)
+}
+
+// Start implements sandbox.Engine.
+func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle, err error) {
+	if a := e.Available(ctx); !a.Usable {
+		return h, sandbox.Errorf(sandbox.ErrUnavailable, "the krun engine is not usable on this host: %s", a.Reason)
+	}
+	if !spec.Network {
+		if lib, err := Open(e.cfg.Library); err == nil && !lib.CanDisableNetwork() {
+			return h, sandbox.Errorf(sandbox.ErrUnavailable, "libkrun is too old to run a box without network (needs 1.17: krun_disable_implicit_vsock); upgrade libkrun or create the box with network: true")
+		}
+	}
+	img, err := image.Locate(e.cfg.Home, spec.Image)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
+	}
+	disk := filepath.Join(spec.BoxDir, "disk.qcow2")
+	if _, err := os.Stat(disk); err != nil {
+		tmp := disk + ".tmp"
+		out, err := exec.CommandContext(ctx, e.cfg.QemuImg, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", img.Ext4Path(), tmp).CombinedOutput()
+		if err != nil {
+			os.Remove(tmp)
+			return h, sandbox.Wrapf(sandbox.ErrInternal, fmt.Errorf("%v: %s", err, out), "cannot create the box's disk")
+		}
+		if err := os.Rename(tmp, disk); err != nil {
+			return h, err
+		}
+	}
+	// libkrun creates the socket itself and refuses an existing path.
+	os.Remove(spec.Socket)
+	exitPath := filepath.Join(spec.BoxDir, "exit.json")
+	os.Remove(exitPath)
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "BOXLITE_BOX_ID=" + spec.ID}
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	cfg := shimConfig{
+		Library: e.cfg.Library, CPUs: uint8(max(spec.CPUs, 1)), MemoryMiB: uint32(spec.MemoryMiB), Disk: disk, RootDevice: "/dev/vda",
+		Console: filepath.Join(spec.BoxDir, "console.log"), Socket: spec.Socket, Port: agentPort, Network: spec.Network,
+		Exec: image.AgentPath, Args: []string{"--listen", fmt.Sprintf("vsock:%d", agentPort), "--init"},
+		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: exitPath,
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	logf, err := os.OpenFile(filepath.Join(spec.BoxDir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the shim's log")
+	}
+	defer logf.Close()
+	cmd := exec.Command(e.cfg.ShimExe, ShimArg)
+	cmd.Stdin = bytes.NewReader(cfgJSON)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, e.cfg.ShimEnv...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start the krun shim")
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the shim whenever it ends
+	id, _ := proc.Of(cmd.Process.Pid)
+	if id.PID == 0 {
+		id.PID = cmd.Process.Pid
+	}
+	st, _ := json.Marshal(state{Proc: id})
+	h = sandbox.Handle{Version: handleVersion, Engine: Name, State: st}
+	defer func() {
+		if err != nil {
+			id.KillGroup()
+			id.Wait(5 * time.Second)
+			os.Remove(spec.Socket)
+		}
+	}()
+	hctx, cancel := context.WithTimeout(ctx, e.cfg.HelloTimeout)
+	defer cancel()
+	if err := e.waitHello(hctx, spec, h, exited); err != nil {
+		reason := err.Error()
+		if b, rerr := os.ReadFile(exitPath); rerr == nil {
+			var rec exitRecord
+			if json.Unmarshal(b, &rec) == nil && rec.Reason != "" {
+				reason = rec.Reason
+			}
+		}
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the krun VM did not start: %s", reason)
+	}
+	e.log.Info("krun box started", "box_id", spec.ID, "pid", id.PID)
+	return h, nil
+}
+
+func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, exited <-chan error) error {
+	done := make(chan error, 1)
+	go func() {
+		for {
+			conn, err := e.Dial(ctx, spec, h)
+			if err == nil {
+				c, herr := client.New(ctx, conn, "boxlite-mcp/krun-start")
+				if herr == nil {
+					c.Close()
+					done <- nil
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				done <- fmt.Errorf("no hello from the agent: %w", ctx.Err())
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case err := <-exited:
+		if err == nil {
+			err = errors.New("exit status 0")
+		}
+		return fmt.Errorf("the shim exited during start (%v)", err)
+	case <-ctx.Done():
+		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
+	}
+}
+
+// Dial implements sandbox.Engine: libkrun forwards each connection to the
+// guest's vsock port.
+func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
+	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
+}
+
+// Recover implements sandbox.Engine.
+func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if !st.Proc.Alive() {
+		os.Remove(spec.Socket)
+		return sandbox.ErrNotRunning
+	}
+	return nil
+}
+
+// Stop implements sandbox.Engine: the agent's shutdown (the guest powers
+// off and libkrun exits the shim), then SIGTERM, then SIGKILL.
+func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	if st.Proc.Alive() && grace > 0 {
+		sctx, cancel := context.WithTimeout(ctx, grace)
+		if conn, err := e.Dial(sctx, spec, h); err == nil {
+			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
+				c.Shutdown(sctx, false)
+				c.Close()
+			}
+		}
+		cancel()
+		st.Proc.Wait(grace)
+	}
+	if st.Proc.Alive() {
+		st.Proc.Signal(syscall.SIGTERM)
+		st.Proc.Wait(2 * time.Second)
+	}
+	if st.Proc.Alive() {
+		st.Proc.KillGroup()
+		if !st.Proc.Wait(10 * time.Second) {
+			return fmt.Errorf("krun shim pid %d survived SIGKILL", st.Proc.PID)
+		}
+	}
+	os.Remove(spec.Socket)
+	return nil
+}
+
+// Destroy implements sandbox.Engine.
+func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	var errs []error
+	if err := e.Stop(ctx, spec, h, 0); err != nil {
+		errs = append(errs, err)
+	}
+	os.Remove(spec.Socket)
+	if spec.BoxDir != "" {
+		if err := os.RemoveAll(spec.BoxDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,173 @@
+package krun_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
+	"github.com/boxlite-ai/boxlite-mcp/persist"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
+)
+
+// The tests here run the krun engine against a TEST DOUBLE of libkrun
+// (testdata/fakekrun.c), not a VM: the real libkrun is not installable on
+// the Debian CI hosts. They exercise dlopen, the shim, the configuration on
+// stdin, the socket wiring, hello, exec, stop and destroy; not virtualization.
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == krun.ShimArg {
+		krun.ShimMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+type tw struct{ t testing.TB }
+
+func (w tw) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// buildFake compiles the libkrun test double into dir/libkrun.so.1.
+func buildFake(t *testing.T, defines ...string) string {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("gcc not installed")
+	}
+	dir := t.TempDir()
+	args := append([]string{"-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o", filepath.Join(dir, "libkrun.so.1")}, defines...)
+	args = append(args, "testdata/fakekrun.c")
+	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	return dir
+}
+
+type fakeEnv struct {
+	home, libDir, log string
+}
+
+func newEngine(t *testing.T, fe fakeEnv) *krun.Engine {
+	return krun.New(krun.Config{
+		Home: fe.home, Library: filepath.Join(fe.libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
+		// The shim finds the double through LD_LIBRARY_PATH, as it would the real library.
+		ShimEnv: []string{"LD_LIBRARY_PATH=" + fe.libDir, "FAKEKRUN_LOG=" + fe.log, "FAKEKRUN_AGENT=" + testenv.Agent(t)},
+		Logger:  slog.New(slog.NewTextHandler(tw{t}, nil)),
+	})
+}
+
+func specFor(home, id string) sandbox.Spec {
+	dir := filepath.Join(home, "boxes", id)
+	os.MkdirAll(dir, 0o700)
+	os.MkdirAll(filepath.Join(home, "run"), 0o700)
+	return sandbox.Spec{ID: id, Image: "default", CPUs: 2, MemoryMiB: 256, BoxDir: dir, Socket: filepath.Join(home, "run", id+".sock"),
+		Env: map[string]string{"SECRET": "s3"}}
+}
+
+func TestKrunWithLibkrunTestDouble(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	home := testenv.Home(t)
+	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
+	enginetest.Run(t, enginetest.Target{
+		New:  func() sandbox.Engine { return newEngine(t, fe) },
+		Spec: func(t *testing.T, _, id string) sandbox.Spec { return specFor(home, id) },
+		// The double runs the agent on the host: keep the file in the box dir.
+		PersistPath: func(s sandbox.Spec) string { return filepath.Join(s.BoxDir, "data", "f.txt") },
+	})
+	calls, err := os.ReadFile(fe.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(calls)
+	for _, want := range []string{
+		"krun_set_vm_config 0 2 256", "fmt=1 ro=0", "krun_set_root_disk_remount 0 /dev/vda ext4",
+		"krun_disable_implicit_vsock 0", "krun_add_vsock 0 tsi=0", "listen=1", "envp=set", "env SECRET=s3",
+		"arg --listen", "arg vsock:1024", "rlimit 7=1048576:1048576", "krun_start_enter 0",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("call log lacks %q:\n%s", want, log)
+		}
+	}
+	// Never the host's environment.
+	if strings.Contains(log, "env FAKEKRUN_") || strings.Contains(log, "env LD_LIBRARY_PATH") {
+		t.Errorf("host environment leaked into the guest:\n%s", log)
+	}
+	// Disable-vsock comes before the port mapping.
+	if strings.Index(log, "krun_add_vsock 0") > strings.Index(log, "krun_add_vsock_port2 0") {
+		t.Error("vsock port mapped before the vsock device was replaced")
+	}
+}
+
+func TestKrunUnavailable(t *testing.T) {
+	ctx := context.Background()
+	home := t.TempDir()
+	// No library at all.
+	e := krun.New(krun.Config{Home: home, Library: filepath.Join(t.TempDir(), "libkrun.so.1")})
+	a := e.Available(ctx)
+	if a.Usable || !strings.Contains(a.Reason, "dnf install libkrun") || !strings.Contains(a.Reason, "brew") {
+		t.Fatalf("no library: %+v", a)
+	}
+	_, err := e.Start(ctx, specFor(home, persist.NewID()))
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(sandbox.PublicMessage(err), "dnf install libkrun") {
+		t.Fatalf("Start without library = %v", err)
+	}
+	// An old library lacking the 1.17 symbols: usable only with network.
+	old := buildFake(t, "-DOLD_LIBKRUN")
+	e = krun.New(krun.Config{Home: home, Library: filepath.Join(old, "libkrun.so.1"), SkipHypervisorCheck: true})
+	a = e.Available(ctx)
+	if !a.Usable || !strings.Contains(strings.Join(a.Details, " "), "1.17") {
+		t.Fatalf("old library: %+v", a)
+	}
+	_, err = e.Start(ctx, specFor(home, persist.NewID()))
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(sandbox.PublicMessage(err), "krun_disable_implicit_vsock") {
+		t.Fatalf("Start on old libkrun without network = %v", err)
+	}
+	// A library missing a required symbol.
+	dir := t.TempDir()
+	src := filepath.Join(dir, "x.c")
+	os.WriteFile(src, []byte("int krun_create_ctx(void){return 0;}\n"), 0o644)
+	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", filepath.Join(dir, "libkrun.so.1"), src).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	a = krun.New(krun.Config{Home: home, Library: filepath.Join(dir, "libkrun.so.1"), SkipHypervisorCheck: true}).Available(ctx)
+	if a.Usable || !strings.Contains(a.Reason, "too old") || !strings.Contains(a.Reason, "krun_add_disk2") {
+		t.Fatalf("missing symbols: %+v", a)
+	}
+	// No usable KVM (this host's is PVM-only or absent).
+	if ok, _ := sandbox.KVMUsable(); !ok {
+		a = krun.New(krun.Config{Home: home, Library: filepath.Join(old, "libkrun.so.1")}).Available(ctx)
+		if a.Usable || !strings.Contains(a.Reason, "KVM") {
+			t.Fatalf("no KVM: %+v", a)
+		}
+	}
+}
+
+// TestKrunShimFailureIsReported: an error before boot (here the double's
+// start_enter cannot find its "kernel") reaches the caller through the exit record.
+func TestKrunShimFailureIsReported(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	home := testenv.Home(t)
+	libDir := buildFake(t)
+	e := krun.New(krun.Config{Home: home, Library: filepath.Join(libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
+		ShimEnv: []string{"LD_LIBRARY_PATH=" + libDir}})
+	spec := specFor(home, persist.NewID())
+	_, err := e.Start(context.Background(), spec)
+	if err == nil || !strings.Contains(sandbox.PublicMessage(err), "krun_start_enter failed: -2") {
+		t.Fatalf("Start = %v", err)
+	}
+	if _, err := os.Stat(spec.Socket); !errors.Is(err, os.ErrNotExist) {
+		t.Error("socket left after a failed start")
+	}
+	e.Destroy(context.Background(), spec, sandbox.Handle{})
+}
