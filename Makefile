@@ -70,6 +70,7 @@ test-go:
 test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzReadFrame$$' -fuzztime=10s ./guestagent/wire
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=10s ./guestagent/wire
+	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=15s ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
 	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp npm test

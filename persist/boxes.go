@@ -70,7 +70,7 @@ func (s *Store) Insert(ctx context.Context, b *Box) error {
 		return fmt.Errorf("box %s: id collision: %w", b.ID, ErrNameTaken)
 	}
 	if err != nil {
-		return fmt.Errorf("insert box: %w", err)
+		return fmt.Errorf("insert box: %w", classify(err))
 	}
 	return nil
 }
@@ -196,7 +196,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Box) error) (*Bo
 // Touch records that the box was used at t. It never moves last_used_at back.
 func (s *Store) Touch(ctx context.Context, id string, t time.Time) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE boxes SET last_used_at = max(last_used_at, ?) WHERE id = ?`, t.UnixMilli(), id)
-	err = checkAffected(res, err)
+	err = classify(checkAffected(res, err))
 	if err != nil {
 		return fmt.Errorf("box %s: %w", id, err)
 	}
@@ -206,7 +206,7 @@ func (s *Store) Touch(ctx context.Context, id string, t time.Time) error {
 // Delete removes the box row. A missing row is ErrNotFound.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM boxes WHERE id = ?`, id)
-	err = checkAffected(res, err)
+	err = classify(checkAffected(res, err))
 	if err != nil {
 		return fmt.Errorf("box %s: %w", id, err)
 	}

@@ -41,6 +41,8 @@ var (
 	ErrAmbiguous = errors.New("ambiguous box reference")
 	// ErrIncompatible: the file is not a boxlite database, or is newer than this code.
 	ErrIncompatible = errors.New("incompatible database")
+	// ErrFull: the disk holding the database is full (SQLITE_FULL).
+	ErrFull = errors.New("database disk full")
 )
 
 // applicationID marks a SQLite file as ours ("boxL"); see PRAGMA application_id.
@@ -237,8 +239,17 @@ func (s *Store) SwapBootID(ctx context.Context, id string) (prev string, err err
 	return prev, err
 }
 
+// classify marks disk-full errors with ErrFull.
+func classify(err error) error {
+	if err != nil && (errors.Is(err, sqlite3.FULL) || errors.Is(err, sqlite3.IOERR_WRITE)) {
+		return fmt.Errorf("%w: %v", ErrFull, err)
+	}
+	return err
+}
+
 // tx runs fn in an IMMEDIATE transaction and commits it if fn returns nil.
-func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	defer func() { err = classify(err) }()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -317,6 +317,9 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		if errors.Is(err, persist.ErrNameTaken) {
 			return nil, Wrapf(ErrAlreadyExists, err, "%s; pick another name or destroy that box", trimClass(err))
 		}
+		if errors.Is(err, persist.ErrFull) {
+			return nil, Wrapf(ErrResourceExhausted, err, "no space left on the server's disk to record a new box")
+		}
 		return nil, Wrapf(ErrInternal, err, "could not record the box")
 	}
 	log.Info("creating box", "why_engine", why, "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)

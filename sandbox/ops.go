@@ -207,6 +207,9 @@ func (m *Manager) callError(ctx context.Context, id string, c *client.Client, er
 	switch {
 	case errors.As(err, &werr):
 		return Wrapf(agentClass(werr.Code), err, "%s", werr.Message)
+	case errors.Is(err, errNoAnswer):
+		m.dropClient(id)
+		return Wrapf(ErrDeadlineExceeded, err, "the box did not answer in time (is it frozen or overloaded?); try again, or destroy it")
 	case errors.Is(err, context.Canceled):
 		return Wrapf(ErrDeadlineExceeded, err, "call cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -338,13 +341,32 @@ func (m *Manager) touchWhile(id string) func() {
 	return func() { close(done) }
 }
 
+// Host-side deadlines: the agent enforces an exec's timeout, but a frozen
+// or wedged box enforces nothing, so the host gives up a little later.
+const (
+	execGrace   = 15 * time.Second // beyond an exec's own timeout
+	callTimeout = 2 * time.Minute  // any other agent call
+)
+
+// errNoAnswer marks a call the box did not answer in time.
+var errNoAnswer = errors.New("the box did not answer in time")
+
 // Exec runs a program in the box (starting the box if it is stopped).
 // A non-zero exit or a timeout is a normal result.
 func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequest, eio client.ExecIO) (*wire.ExecResult, *Box, error) {
 	var res *wire.ExecResult
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		limit := callTimeout
+		if req.TimeoutMs > 0 {
+			limit = time.Duration(req.TimeoutMs)*time.Millisecond + execGrace
+		}
+		cctx, cancel := context.WithTimeoutCause(ctx, limit, errNoAnswer)
+		defer cancel()
 		var err error
-		res, err = c.Exec(ctx, req, eio)
+		res, err = c.Exec(cctx, req, eio)
+		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errNoAnswer) {
+			return errNoAnswer
+		}
 		return err
 	})
 	return res, b, err
@@ -354,9 +376,11 @@ func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequ
 func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.WriteFileReq, r io.Reader) (*wire.Result, *Box, error) {
 	var res *wire.Result
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)
+		defer cancel()
 		var err error
-		res, err = c.WriteFile(ctx, req, r)
-		return err
+		res, err = c.WriteFile(cctx, req, r)
+		return noAnswer(ctx, cctx, err)
 	})
 	return res, b, err
 }
@@ -365,9 +389,11 @@ func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.Wri
 func (m *Manager) ReadFile(ctx context.Context, owner, ref string, req wire.ReadFileReq, w io.Writer) (*wire.Result, *Box, error) {
 	var res *wire.Result
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)
+		defer cancel()
 		var err error
-		res, err = c.ReadFile(ctx, req, w)
-		return err
+		res, err = c.ReadFile(cctx, req, w)
+		return noAnswer(ctx, cctx, err)
 	})
 	return res, b, err
 }
@@ -381,4 +407,12 @@ func (m *Manager) Info(ctx context.Context, owner, ref string) (*wire.Info, erro
 		return err
 	})
 	return in, err
+}
+
+// noAnswer turns an expired host-side deadline into errNoAnswer.
+func noAnswer(ctx, cctx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errNoAnswer) {
+		return errNoAnswer
+	}
+	return err
 }
