@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -195,21 +194,11 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	}
 
 	start := time.Now()
-	if err := startTracked(cmd); err != nil {
+	if err := s.cfg.Work.start(cmd); err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}
 		return c.fail(startError(err, req))
-	}
-	if s.cfg.WorkCgroup != nil {
-		// Right after exec and before the program's own first fork (its
-		// runtime or shell start-up takes far longer than this write).
-		if _, err := s.cfg.WorkCgroup.WriteString(strconv.Itoa(cmd.Process.Pid)); err != nil {
-			killGroup(cmd.Process.Pid)
-			cmd.Wait()
-			untrack(cmd.Process.Pid)
-			return c.fail(wire.Errorf(wire.CodeInternal, "cannot place the process in the box's cgroup: %v", err))
-		}
 	}
 
 	// Host → agent frames: stdin, EOF, cancel. A read error means the host

@@ -32,7 +32,7 @@ type InitConfig struct {
 	NoMounts bool
 	// WorkPidsMax, when > 0, makes a cgroup (v2) for user processes limited
 	// to this many tasks, so a fork bomb cannot starve the agent; Init
-	// returns its cgroup.procs for Config.WorkCgroup.
+	// returns it for Config.Work.
 	WorkPidsMax int
 }
 
@@ -60,7 +60,7 @@ func baseMounts(devtmpfs bool) []mountSpec {
 // Init performs the first-process duties. Each step is attempted; failures
 // are logged and joined into the returned error, so a box with, say, no
 // sysfs still serves calls.
-func Init(cfg InitConfig, log *slog.Logger) (workCgroup *os.File, err error) {
+func Init(cfg InitConfig, log *slog.Logger) (work *WorkCgroup, err error) {
 	var errs []error
 	if len(cfg.Modules) > 0 {
 		// Module parameters come from the kernel command line (QEMU's
@@ -94,15 +94,16 @@ func Init(cfg InitConfig, log *slog.Logger) (workCgroup *os.File, err error) {
 		errs = append(errs, err)
 	}
 	if cfg.WorkPidsMax > 0 {
-		var err error
-		if workCgroup, err = workCgroupV2(cfg.WorkPidsMax); err != nil {
+		if dir, err := workCgroupV2(cfg.WorkPidsMax); err != nil {
 			errs = append(errs, err)
+		} else {
+			work = &WorkCgroup{Dir: dir}
 		}
 	}
 	for _, err := range errs {
 		log.Warn("init step failed", "err", err)
 	}
-	return workCgroup, errors.Join(errs...)
+	return work, errors.Join(errs...)
 }
 
 // workCgroupV2 mounts cgroup2 and makes /sys/fs/cgroup/work with pids.max.
@@ -115,6 +116,9 @@ func workCgroupV2(pidsMax int) (*os.File, error) {
 	if err := os.WriteFile(root+"/cgroup.subtree_control", []byte("+pids"), 0o644); err != nil {
 		return nil, fmt.Errorf("enable pids controller: %w", err)
 	}
+	// The agent (in the root cgroup) also wins the CPU against a busy box:
+	// a tiny weight for the work group keeps it answering. Best effort.
+	cpu := os.WriteFile(root+"/cgroup.subtree_control", []byte("+cpu"), 0o644) == nil
 	work := root + "/work"
 	if err := os.Mkdir(work, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
@@ -122,7 +126,10 @@ func workCgroupV2(pidsMax int) (*os.File, error) {
 	if err := os.WriteFile(work+"/pids.max", []byte(fmt.Sprint(pidsMax)), 0o644); err != nil {
 		return nil, err
 	}
-	return os.OpenFile(work+"/cgroup.procs", os.O_WRONLY, 0)
+	if cpu {
+		os.WriteFile(work+"/cpu.weight", []byte("1"), 0o644)
+	}
+	return os.Open(work)
 }
 
 func mountAll(specs []mountSpec, log *slog.Logger) []error {

@@ -18,7 +18,8 @@ const (
 	JailFDListener = 3 // the agent's listening unix socket
 	JailFDSync     = 4 // read end of the start pipe: one byte means "go"
 	JailFDExe      = 5 // the agent binary itself (it is exec'd through this descriptor)
-	JailFDWork     = 6 // optional: cgroup.procs of the cgroup for user processes
+	JailFDWork     = 6 // optional: the work cgroup's directory (v2) or tasks file (v1)
+	JailFDWorkBack = 7 // v1 only: the tasks file of the agent's own pids cgroup
 	jailFDMax      = JailFDExe
 )
 
@@ -32,6 +33,8 @@ type JailConfig struct {
 	TmpSizeMiB int      `json:"tmp_size_mib"`
 	Env        []string `json:"env"`
 	Seccomp    bool     `json:"seccomp"`
+	// WorkCgroupV2 says JailFDWork is a cgroup v2 directory (else v1 tasks files).
+	WorkCgroupV2 bool `json:"work_cgroup_v2"`
 }
 
 // JailInit turns the agent into a jail's first process. It runs as root of
@@ -42,20 +45,29 @@ type JailConfig struct {
 // minimal /dev and /tmp, pivots into the root, sets the environment and
 // installs the seccomp filter. The caller then serves on JailFDListener.
 // Errors are for stderr (the box's console.log).
-func JailInit() (*JailConfig, error) {
+func JailInit() (*JailConfig, *WorkCgroup, error) {
 	var cfg JailConfig
 	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, nil, fmt.Errorf("reading config: %w", err)
 	}
 	// Wait for the engine: it puts us in the cgroups and sets up the network first.
 	var b [1]byte
 	if n, _ := unix.Read(JailFDSync, b[:]); n != 1 {
-		return nil, errors.New("engine went away before the start signal")
+		return nil, nil, errors.New("engine went away before the start signal")
 	}
 	if err := enterJail(cfg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &cfg, nil
+	var st unix.Stat_t
+	var work *WorkCgroup
+	if unix.Fstat(JailFDWork, &st) == nil {
+		if cfg.WorkCgroupV2 {
+			work = &WorkCgroup{Dir: os.NewFile(JailFDWork, "work-cgroup")}
+		} else if unix.Fstat(JailFDWorkBack, &st) == nil {
+			work = &WorkCgroup{Tasks: os.NewFile(JailFDWork, "work-tasks"), Back: os.NewFile(JailFDWorkBack, "agent-tasks")}
+		}
+	}
+	return &cfg, work, nil
 }
 
 func enterJail(cfg JailConfig) error {
@@ -101,6 +113,7 @@ func enterJail(cfg JailConfig) error {
 		unix.Close(f)
 	}
 	unix.CloseOnExec(JailFDWork) // never inherited by user processes
+	unix.CloseOnExec(JailFDWorkBack)
 	os.Clearenv()
 	for _, kv := range cfg.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {

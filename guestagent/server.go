@@ -41,9 +41,8 @@ type Config struct {
 	PowerOff func(reboot bool)
 	// Logger receives the agent's logs (default: discard).
 	Logger *slog.Logger
-	// WorkCgroup, when set, is a cgroup.procs file every started process
-	// is moved into (a jail keeps user processes in their own cgroup).
-	WorkCgroup *os.File
+	// Work, when set, is the cgroup user processes start in.
+	Work *WorkCgroup
 }
 
 func (c *Config) setDefaults() {

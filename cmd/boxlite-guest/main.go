@@ -16,8 +16,6 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 )
 
@@ -47,18 +45,15 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "boxlite-guest")
-	var workCgroup *os.File
+	var work *guestagent.WorkCgroup
 	workPids := 0
 	if *jailInit {
-		if _, err := guestagent.JailInit(); err != nil {
+		var err error
+		if _, work, err = guestagent.JailInit(); err != nil {
 			fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
 			os.Exit(125)
 		}
 		*listen, *init_, *noMounts = fmt.Sprintf("fd:%d", guestagent.JailFDListener), true, true
-		var st unix.Stat_t
-		if unix.Fstat(guestagent.JailFDWork, &st) == nil {
-			workCgroup = os.NewFile(guestagent.JailFDWork, "work-cgroup")
-		}
 	}
 	if *listen == "" && os.Getpid() == 1 {
 		// Booted by a VM engine as /init: the configuration is in the initramfs.
@@ -96,7 +91,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log, WorkCgroup: workCgroup}
+	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log, Work: work}
 	if *init_ {
 		var mods []string
 		if *modules != "" {
@@ -113,7 +108,7 @@ func main() {
 			os.Exit(1)
 		}
 		if wc != nil {
-			cfg.WorkCgroup = wc
+			cfg.Work = wc
 		}
 		cfg.PowerOff = guestagent.PowerOff
 	}

@@ -85,9 +85,11 @@ type boxCgroups struct {
 	Dirs []string `json:"dirs"`
 	// Join are the cgroups the box's first process is placed in.
 	Join []string `json:"join"`
-	// WorkProcs is the cgroup.procs file of the work cgroup, where the
-	// agent moves every process it starts.
-	WorkProcs string `json:"work_procs"`
+	// Work is handed to the agent, which starts user processes in it: the
+	// work cgroup's directory on v2, its tasks file on v1.
+	Work string `json:"work"`
+	// WorkBack (v1) is the tasks file of the agent's own pids cgroup.
+	WorkBack string `json:"work_back,omitempty"`
 }
 
 // createCgroups makes the box's cgroups and sets its limits.
@@ -171,7 +173,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 			os.Chown(filepath.Join(f, "cgroup.procs"), int(uidBase), int(uidBase))
 		}
 		cg.Join = []string{agent}
-		cg.WorkProcs = filepath.Join(work, "cgroup.procs")
+		cg.Work = work
 		return cg, nil
 	}
 	for _, c := range info.Controllers {
@@ -208,7 +210,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 			if err := set(work, "pids.max", pidsMax, false); err != nil {
 				return cg, err
 			}
-			cg.WorkProcs = filepath.Join(work, "cgroup.procs")
+			cg.Work, cg.WorkBack = filepath.Join(work, "tasks"), filepath.Join(dir, "tasks")
 		}
 	}
 	return cg, nil

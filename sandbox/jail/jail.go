@@ -236,12 +236,13 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	defer detachRoot(root)
 
 	cfg := guestagent.JailConfig{
-		Root:       root,
-		Hostname:   hostname(spec),
-		Network:    spec.Network,
-		TmpSizeMiB: max(spec.MemoryMiB/2, 64),
-		Env:        boxEnv(spec),
-		Seccomp:    !e.cfg.NoSeccomp,
+		Root:         root,
+		Hostname:     hostname(spec),
+		Network:      spec.Network,
+		TmpSizeMiB:   max(spec.MemoryMiB/2, 64),
+		Env:          boxEnv(spec),
+		Seccomp:      !e.cfg.NoSeccomp,
+		WorkCgroupV2: cg.V2,
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 
@@ -279,13 +280,24 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot create the box's cgroups")
 	}
 	cleanups = append(cleanups, func() { removeCgroups(cgs.Dirs) })
-	if cgs.WorkProcs != "" {
-		work, err := os.OpenFile(cgs.WorkProcs, os.O_WRONLY, 0)
-		if err != nil {
-			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot open the box's work cgroup")
+	if cgs.Work != "" {
+		// fd guestagent.JailFDWork (and JailFDWorkBack on v1).
+		paths := []string{cgs.Work}
+		if !cg.V2 {
+			paths = append(paths, cgs.WorkBack)
 		}
-		defer work.Close()
-		cmd.ExtraFiles = append(cmd.ExtraFiles, work) // fd guestagent.JailFDWork
+		for _, p := range paths {
+			flag := os.O_WRONLY
+			if cg.V2 {
+				flag = os.O_RDONLY // a directory, for CLONE_INTO_CGROUP
+			}
+			f, err := os.OpenFile(p, flag, 0)
+			if err != nil {
+				return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot open the box's work cgroup")
+			}
+			defer f.Close()
+			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		}
 	}
 	if cg.V2 {
 		// The cgroup namespace root would be the server's cgroup, outside

@@ -375,7 +375,7 @@ func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string)
 		hostname = "box-" + spec.ID[len(spec.ID)-8:]
 	}
 	cfg, _ := json.Marshal(guestagent.BootConfig{Listen: listen, Modules: img.Manifest.Kernel.Modules, Root: "/dev/vda",
-		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 1024})
+		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 512})
 	var buf bytes.Buffer
 	buf.Write(base)
 	w := &cpioWriter{w: &buf, total: int64(len(base))}
