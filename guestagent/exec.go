@@ -270,11 +270,19 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	return c.result(&wire.Result{Exec: res})
 }
 
-// killGroup sends SIGKILL to the process group led by pid.
+// killGroup sends SIGKILL to the process group led by pid, again and
+// again for a moment: members forking while the first signal lands (a fork
+// bomb) may add children that missed it.
 func killGroup(pid int) error {
 	err := syscall.Kill(-pid, syscall.SIGKILL)
 	if errors.Is(err, syscall.ESRCH) {
 		return os.ErrProcessDone
+	}
+	for i := 0; i < 50; i++ {
+		time.Sleep(2 * time.Millisecond)
+		if errors.Is(syscall.Kill(-pid, syscall.SIGKILL), syscall.ESRCH) {
+			break
+		}
 	}
 	return err
 }
@@ -290,6 +298,8 @@ func startError(err error, req *wire.ExecRequest) *wire.Error {
 		return wire.Errorf(wire.CodePermission, "cannot execute %q: permission denied", req.Argv[0])
 	case errors.Is(err, syscall.ENOENT):
 		return wire.Errorf(wire.CodeNotFound, "cannot execute %q: %v (missing interpreter?)", req.Argv[0], err)
+	case errors.Is(err, syscall.EAGAIN):
+		return wire.Errorf(wire.CodeExhausted, "cannot start %q: the box is at its process limit; wait for processes to end or kill some", req.Argv[0])
 	case errors.Is(err, syscall.ENOEXEC):
 		return wire.Errorf(wire.CodeInvalid, "cannot execute %q: not an executable format", req.Argv[0])
 	}

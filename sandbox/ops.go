@@ -260,7 +260,7 @@ func agentClass(c wire.Code) error {
 		return ErrInvalidArgument
 	case wire.CodePermission:
 		return ErrFailedPrecondition
-	case wire.CodeTooLarge, wire.CodeNoSpace:
+	case wire.CodeTooLarge, wire.CodeNoSpace, wire.CodeExhausted:
 		return ErrResourceExhausted
 	case wire.CodeExists:
 		return ErrAlreadyExists

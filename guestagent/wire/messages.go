@@ -165,6 +165,7 @@ const (
 	CodeTooLarge   Code = "too_large"
 	CodeNoSpace    Code = "no_space"
 	CodeExists     Code = "exists"
+	CodeExhausted  Code = "resource_exhausted"
 	CodeInternal   Code = "internal"
 )
 

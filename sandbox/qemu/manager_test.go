@@ -2,9 +2,9 @@ package qemu_test
 
 import (
 	"bytes"
-	"os/exec"
 	"context"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
