@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -231,6 +232,34 @@ except OSError as e:
 		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 20_000})
 		if !strings.HasPrefix(o.stdout, "refused") {
 			t.Fatalf("box reached the host's loopback: %q %q", o.stdout, o.stderr)
+		}
+	})
+	t.Run("network on: its own interface, host loopback still unreachable", func(t *testing.T) {
+		b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "net", MemoryMiB: 256, Network: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := shIn(t, m, b.ID, "cat /proc/net/dev | grep -c tap0; cat /etc/resolv.conf")
+		if !strings.HasPrefix(o.stdout, "1\n") || !strings.Contains(o.stdout, "10.0.2.3") {
+			t.Fatalf("no tap0 / resolver: %q %q", o.stdout, o.stderr)
+		}
+		script := fmt.Sprintf(`import socket
+for host in ("127.0.0.1", "10.0.2.2"):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, %d)); print("CONNECTED", host)
+    except OSError as e:
+        print("refused", host)`, port)
+		o = execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 30_000})
+		if strings.Contains(o.stdout, "CONNECTED") || strings.Count(o.stdout, "refused") != 2 {
+			t.Fatalf("a box with network reached the host's loopback: %q %q", o.stdout, o.stderr)
+		}
+		box, _ := m.Get(ctx, "t", b.ID)
+		if _, err := m.Destroy(ctx, "t", b.ID); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := exec.Command("pgrep", "-f", "slirp4netns.*"+box.ID).Output(); len(out) > 0 {
+			t.Fatalf("slirp4netns left running: %s", out)
 		}
 	})
 	t.Run("host files unreachable", func(t *testing.T) {
