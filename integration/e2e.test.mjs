@@ -228,3 +228,28 @@ describe("serve refuses", () => {
     assert.match(r.stderr, /without --token-file/);
   });
 });
+
+describe("graceful shutdown", () => {
+  test("SIGTERM lets an in-flight call finish, then the server exits and the box keeps running", async () => {
+    const home = newHome();
+    const server = await startHTTP(home);
+    const client = await connect("http", { url: server.url });
+    const { structuredContent: box } = await call(client, "create_box", { engine: "jail" });
+    const inflight = call(client, "run_code", { box: box.id, language: "bash", code: "sleep 2; echo finished" });
+    await sleep(500);
+    const exited = new Promise((r) => server.proc.on("exit", (code) => r(code)));
+    server.proc.kill("SIGTERM");
+    const r = await inflight;
+    assert.equal(r.structuredContent?.stdout, "finished\n", text(r));
+    assert.equal(await exited, 0);
+    // Boxes are host-wide: a new server finds the box still running.
+    const again = await startHTTP(home);
+    const c2 = await connect("http", { url: again.url });
+    const b = (await call(c2, "list_boxes", {})).structuredContent.boxes.find((x) => x.id === box.id);
+    assert.equal(b?.status, "running");
+    await call(c2, "destroy_box", { box: box.id });
+    await c2.close();
+    await again.stop();
+    fs.rmSync(home, { recursive: true, force: true });
+  });
+});

@@ -56,13 +56,13 @@ export async function startHTTP(home, extraArgs = []) {
 }
 
 /** Connects an SDK client. kind: stdio | http | sse. */
-export async function connect(kind, { home, url, token, headers = {} } = {}) {
+export async function connect(kind, { home, url, token, headers = {}, engine = "jail" } = {}) {
   const h = { ...headers };
   if (token) h.Authorization = `Bearer ${token}`;
   let transport;
   let stderr = "";
   if (kind === "stdio") {
-    transport = new StdioClientTransport({ command: BIN, args: ["serve", "--home", home, "--engine", "jail"], stderr: "pipe" });
+    transport = new StdioClientTransport({ command: BIN, args: ["serve", "--home", home, "--engine", engine], stderr: "pipe" });
     transport.stderr?.on("data", (d) => (stderr += d));
   } else if (kind === "http") {
     transport = new StreamableHTTPClientTransport(new URL(url + "/mcp"), { requestInit: { headers: h } });

@@ -323,7 +323,7 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		"-smp", strconv.Itoa(max(spec.CPUs, 1)), "-m", strconv.Itoa(spec.MemoryMiB),
 		"-kernel", img.KernelPath(), "-initrd", initrd, "-append", appendArgs,
 		"-chardev", "file,id=con,path=" + console + ",append=on", "-serial", "chardev:con",
-		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, "disk.qcow2") + ",format=qcow2,if=none,cache=writeback,discard=unmap",
+		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, "disk.qcow2") + ",format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-qmp", "unix:" + st.QMP + ",server=on,wait=off",
 	}

@@ -1,0 +1,35 @@
+package qemu
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+)
+
+// RawBootArgs prepares spec's disk and initramfs and returns the QEMU
+// arguments the engine would use, with the console on stdout (benchmarks).
+func RawBootArgs(e *Engine, spec sandbox.Spec, img *image.Image) ([]string, error) {
+	if err := e.prepareDisk(context.Background(), spec, img); err != nil {
+		return nil, err
+	}
+	initrd, err := e.writeInitrd(spec, img, "serial:"+serialPort)
+	if err != nil {
+		return nil, err
+	}
+	kvm, _ := e.accel()
+	args := e.commandLine(spec, img, state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}, initrd, filepath.Join(spec.BoxDir, "console.log"))
+	for i, a := range args {
+		if a == "chardev:con" {
+			args[i] = "stdio"
+		}
+	}
+	return args, nil
+}
+
+// QEMUPath is the QEMU binary the engine runs.
+func QEMUPath(e *Engine) string { return e.cfg.QEMU }
+
+// PID is the QEMU process of a handle.
+func PID(h sandbox.Handle) int { st, _ := decodeState(h); return st.Proc.PID }
