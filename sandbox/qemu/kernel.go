@@ -37,15 +37,30 @@ func KernelStep(agent string) func(ctx context.Context, dir string, step func(st
 			return nil, err
 		}
 		defer os.RemoveAll(work)
-		pkg, err := kernelPackage(ctx)
-		if err != nil {
-			return nil, err
+		download := func() error {
+			pkg, err := kernelPackage(ctx)
+			if err != nil {
+				return err
+			}
+			cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
+			cmd.Dir = work
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("apt-get download %s failed: %v\n%s", pkg, err, tail(out))
+			}
+			return nil
 		}
-		cmd := exec.CommandContext(ctx, "apt-get", "download", pkg)
-		cmd.Dir = work
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("apt-get download %s failed (run `apt-get update`?): %v\n%s", pkg, err, tail(out))
+		if err := download(); err != nil {
+			// Stale or missing package lists: refresh them once and retry.
+			done := step("refreshing the package lists (apt-get update)")
+			if out, uerr := exec.CommandContext(ctx, "apt-get", "update", "-qq").CombinedOutput(); uerr != nil {
+				return nil, fmt.Errorf("%v; apt-get update failed too: %v\n%s", err, uerr, tail(out))
+			}
+			done()
+			if err := download(); err != nil {
+				return nil, err
+			}
 		}
+		pkg, _ := kernelPackage(ctx)
 		debs, _ := filepath.Glob(filepath.Join(work, "*.deb"))
 		if len(debs) != 1 {
 			return nil, fmt.Errorf("apt-get download %s left %d .deb files", pkg, len(debs))
