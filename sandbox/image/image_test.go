@@ -1,0 +1,136 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestLocateRejectsHalfBuiltImages(t *testing.T) {
+	home := t.TempDir()
+	dir := Dir(home, "x")
+	if _, err := Locate(home, "x"); !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "image build --name x") {
+		t.Fatalf("missing image: %v", err)
+	}
+	os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755)
+	os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{not json"), 0o644)
+	if _, err := Locate(home, "x"); !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt manifest: %v", err)
+	}
+	m, _ := json.Marshal(Manifest{FormatVersion: FormatVersion, Name: "x"})
+	os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644)
+	if _, err := Locate(home, "x"); !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "rootfs.ext4 missing") {
+		t.Fatalf("no ext4: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "rootfs.ext4"), nil, 0o644)
+	if img, err := Locate(home, "x"); err != nil || img.Name != "x" {
+		t.Fatalf("complete image: %v", err)
+	}
+	m, _ = json.Marshal(Manifest{FormatVersion: FormatVersion + 1})
+	os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644)
+	if _, err := Locate(home, "x"); !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "format") {
+		t.Fatalf("future manifest: %v", err)
+	}
+}
+
+func TestDebootstrapErrorsAreClassified(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		log  string
+		want error
+	}{
+		{"I: Retrieving InRelease\nE: Failed getting release file http://x/dists/bookworm/Release", ErrMirror},
+		{"W: Couldn't download package libc6", ErrMirror},
+		{"tar: ./usr/lib/x: Cannot write: No space left on device", ErrNoSpace},
+		{"something else broke", nil},
+	} {
+		p := filepath.Join(dir, "log")
+		os.WriteFile(p, []byte(tt.log), 0o644)
+		err := debootstrapError(errors.New("exit 1"), p, "http://mirror")
+		if tt.want == nil {
+			if errors.Is(err, ErrMirror) || errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "something else broke") {
+				t.Errorf("%q: %v", tt.log, err)
+			}
+			continue
+		}
+		if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), strings.Split(tt.log, "\n")[0][:10]) {
+			t.Errorf("%q: %v; want %v with the log tail", tt.log, err, tt.want)
+		}
+	}
+}
+
+func TestDpkgPackages(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "status")
+	os.WriteFile(p, []byte("Package: b\nStatus: install ok installed\nVersion: 2\n\nPackage: a\nStatus: install ok installed\nVersion: 1.0\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 9\n"), 0o644)
+	pk, err := dpkgPackages(p)
+	if err != nil || len(pk) != 2 || pk[0] != (Package{"a", "1.0"}) || pk[1] != (Package{"b", "2"}) {
+		t.Fatalf("%v %v", pk, err)
+	}
+}
+
+// TestBuildLockSerialises: two builders of one image never run at once.
+func TestBuildLockSerialises(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".x.lock")
+	var mu sync.Mutex
+	inside, maxInside := 0, 0
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			unlock, err := lockFile(context.Background(), path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			inside++
+			maxInside = max(maxInside, inside)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			unlock()
+		}()
+	}
+	wg.Wait()
+	if maxInside != 1 {
+		t.Fatalf("%d builders held the lock at once", maxInside)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	unlock, _ := lockFile(context.Background(), path)
+	defer unlock()
+	if _, err := lockFile(ctx, path); err == nil {
+		t.Fatal("a second lock while held")
+	}
+}
+
+func TestShiftOwnersKeepsSetuid(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	root := t.TempDir()
+	f := filepath.Join(root, "su")
+	os.WriteFile(f, []byte("x"), 0o755)
+	if err := syscall.Chmod(f, 0o4755); err != nil { // os.Chmod wants os.ModeSetuid, not 0o4000
+		t.Fatal(err)
+	}
+	os.Symlink("su", filepath.Join(root, "link"))
+	if _, err := shiftOwners(root, 1_000_000_000); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(f)
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode()&os.ModeSetuid == 0 || st.Uid != 1_000_000_000 {
+		t.Fatalf("mode %v uid %d: setuid bit lost or owner not shifted", fi.Mode(), st.Uid)
+	}
+}
