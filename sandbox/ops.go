@@ -243,7 +243,14 @@ func (m *Manager) checkDead(ctx context.Context, id string) string {
 	if err != nil {
 		return ""
 	}
-	if rerr := eng.Recover(cctx, spec, h); rerr != nil {
+	// The connection can break a moment before the dying process is gone
+	// from the process table: look a few times before calling it alive.
+	rerr := eng.Recover(cctx, spec, h)
+	for i := 0; rerr == nil && i < 10; i++ {
+		time.Sleep(100 * time.Millisecond)
+		rerr = eng.Recover(cctx, spec, h)
+	}
+	if rerr != nil {
 		reason := "box process exited"
 		m.markLocked(cctx, id, StatusStopped, reason)
 		m.log.Warn("box process died during a call", "box_id", id, "err", rerr)
