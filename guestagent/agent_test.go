@@ -488,3 +488,16 @@ func TestCallOnDeadConnection(t *testing.T) {
 	}
 	_ = syscall.Getpid
 }
+
+func TestExecAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to change uid")
+	}
+	c, _ := agent(t)
+	uid, gid := uint32(65534), uint32(65534)
+	var out bytes.Buffer
+	res, err := c.Exec(context.Background(), wire.ExecRequest{Argv: []string{"sh", "-c", "id -u; id -g"}, UID: &uid, GID: &gid}, client.ExecIO{Stdout: &out})
+	if err != nil || res.ExitCode != 0 || out.String() != "65534\n65534\n" {
+		t.Fatalf("%q %+v %v", out.String(), res, err)
+	}
+}
