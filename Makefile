@@ -73,19 +73,19 @@ test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=15s ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
-	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs resilience.test.mjs
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs resilience.test.mjs
 
 # The resilience scenarios once more against TCG microVMs, with fewer iterations.
 test-resilience-qemu: $(NODE_MODULES) build test-image
-	cd integration && RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout resilience.test.mjs
+	cd integration && RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout resilience.test.mjs
 
 test-conformance: $(NODE_MODULES) build
 	integration/conformance.sh $(CURDIR)/$(BIN)/boxlite-mcp
 
 ## resilience: the long resilience scenarios (500-cycle soak, 200 two-server calls), with a report table
 resilience: deps build test-image
-	cd integration && RESILIENCE=long BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
-	cd integration && RESILIENCE=long RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
+	cd integration && RESILIENCE=long BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
+	cd integration && RESILIENCE=long RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=2m ./tools
 
 ## bench: benchmarks, reported as ratios against baselines measured in the same run

@@ -16,18 +16,57 @@ export const BIN = process.env.BOXLITE_BIN ?? path.resolve(fileURLToPath(import.
 const CACHE = process.env.BOXLITE_TEST_HOME ?? "/var/tmp/boxlite-test-home";
 const SCHEMAS = path.resolve(fileURLToPath(import.meta.url), "../../schemas");
 
+const homes = new Set();
+const servers = new Set();
+
 /** A fresh home sharing the cached images (built by `make test-image`). */
 export function newHome() {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), "boxlite-e2e-"));
   fs.symlinkSync(path.join(CACHE, "images"), path.join(home, "images"));
+  homes.add(home);
   return home;
 }
+
+// Boxes are detached by design and outlive their server: when a test fails
+// half-way, kill whatever its homes still run, so nothing outlives the run
+// (and the runner is never kept alive by a child).
+function killLeftovers() {
+  for (const p of servers) try { p.kill("SIGKILL"); } catch {}
+  const ids = new Set();
+  for (const home of homes) {
+    try { for (const d of fs.readdirSync(path.join(home, "boxes"))) ids.add(d); } catch {}
+  }
+  if (ids.size === 0 && homes.size === 0) return;
+  for (const pid of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      const cg = fs.readFileSync(`/proc/${pid}/cgroup`, "utf8");
+      const mine = [...homes].some((h) => cmd.includes(h)) || [...ids].some((id) => cg.includes(`/boxlite/${id}`) || cmd.includes(id));
+      if (mine) process.kill(Number(pid), "SIGKILL");
+    } catch {}
+  }
+  // Their cgroups (empty once the processes are gone: wait briefly).
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (const id of ids) {
+    for (const base of ["/sys/fs/cgroup/pids/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite", "/sys/fs/cgroup/boxlite"]) {
+      for (const d of [`${base}/${id}/work`, `${base}/${id}/agent`, `${base}/${id}`]) {
+        for (let i = 0; i < 20 && fs.existsSync(d); i++) {
+          try { fs.rmdirSync(d); } catch { Atomics.wait(pause, 0, 0, 25); }
+        }
+      }
+    }
+  }
+}
+process.on("exit", killLeftovers);
 
 /** Starts `serve --transport http` on a free port; resolves once it listens. */
 export async function startHTTP(home, extraArgs = []) {
   const proc = spawn(BIN, ["serve", "--transport", "http", "--listen", "127.0.0.1:0", "--home", home, "--engine", "jail", ...extraArgs], {
     stdio: ["ignore", "ignore", "pipe"],
   });
+  servers.add(proc);
+  proc.on("exit", () => servers.delete(proc));
   let log = "";
   const url = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("server did not start:\n" + log)), 30_000);
