@@ -49,6 +49,7 @@ function killLeftovers() {
   // Their cgroups (empty once the processes are gone: wait briefly).
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (const id of ids) {
+    try { fs.rmdirSync(`/run/boxlite/mnt/${id}`); } catch {}
     for (const base of ["/sys/fs/cgroup/pids/boxlite", "/sys/fs/cgroup/memory/boxlite", "/sys/fs/cgroup/cpu/boxlite", "/sys/fs/cgroup/boxlite"]) {
       for (const d of [`${base}/${id}/work`, `${base}/${id}/agent`, `${base}/${id}`]) {
         for (let i = 0; i < 20 && fs.existsSync(d); i++) {
