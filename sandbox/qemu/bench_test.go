@@ -45,7 +45,7 @@ func p50ms(b *testing.B, ds []time.Duration) {
 func BenchmarkVMStart(b *testing.B) {
 	testenv.RequireRoot(b)
 	home := testenv.Home(b)
-	e := qemu.New(qemu.Config{Home: home})
+	e := qemu.New(qemu.Config{Home: home, DieWithParent: true})
 	img, err := image.Locate(home, "default")
 	if err != nil || img.Manifest.Kernel == nil {
 		b.Skip("no VM image")
@@ -99,7 +99,7 @@ func BenchmarkVMStart(b *testing.B) {
 func BenchmarkVMPython(b *testing.B) {
 	testenv.RequireRoot(b)
 	home := testenv.Home(b)
-	e := qemu.New(qemu.Config{Home: home})
+	e := qemu.New(qemu.Config{Home: home, DieWithParent: true})
 	spec := benchSpec(home)
 	h, err := e.Start(context.Background(), spec)
 	if err != nil {

@@ -63,6 +63,10 @@ type Config struct {
 	ExtraAppend string
 	// ForceTCG ignores KVM even where it is usable.
 	ForceTCG bool
+	// DieWithParent kills QEMU when the process that started it dies
+	// (Pdeathsig). Tests only: boxes are meant to outlive their server, and
+	// the signal is tied to the starting thread, not the whole process.
+	DieWithParent bool
 	Logger   *slog.Logger
 }
 
@@ -264,6 +268,9 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	cmd := exec.Command(e.cfg.QEMU, args...)
 	cmd.Stdout, cmd.Stderr = qlog, qlog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if e.cfg.DieWithParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if err := cmd.Start(); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start qemu")
 	}

@@ -33,6 +33,7 @@ func requireQEMU(t testing.TB) {
 func newEngine(t testing.TB, home string, cfg qemu.Config) *qemu.Engine {
 	cfg.Home = home
 	cfg.Logger = slog.New(slog.NewTextHandler(tw{t}, nil))
+	cfg.DieWithParent = true // a test binary killed by -timeout takes its VMs along
 	return qemu.New(cfg)
 }
 
