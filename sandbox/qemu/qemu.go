@@ -67,7 +67,7 @@ type Config struct {
 	// (Pdeathsig). Tests only: boxes are meant to outlive their server, and
 	// the signal is tied to the starting thread, not the whole process.
 	DieWithParent bool
-	Logger   *slog.Logger
+	Logger        *slog.Logger
 }
 
 // Engine is the QEMU engine. It keeps no per-box memory. Safe for concurrent use.
