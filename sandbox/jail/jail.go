@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
@@ -339,7 +338,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	h = encode(st)
 
-	if err := e.waitHello(ctx, spec, exited); err != nil {
+	if err := sandbox.WaitHello(ctx, e.dialer(spec, h), exited, 20*time.Millisecond, "boxlite-mcp/jail-start"); err != nil {
 		tail := consoleTail(filepath.Join(spec.BoxDir, "console.log"), consoleStart, 20)
 		log.Warn("jail did not come up", "err", err, "console", tail)
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the box did not start: %s", firstNonEmpty(lastLine(tail), err.Error()))
@@ -347,46 +346,6 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	log.Info("jail started", "cgroups", cg.String(), "network", spec.Network, "t_prepare", tPrepared.Sub(t0),
 		"t_spawn", tSpawned.Sub(tPrepared), "t_hello", time.Since(tSpawned), "t_total", time.Since(t0))
 	return h, nil
-}
-
-// waitHello dials the agent until it answers the hello, the jail exits, or ctx ends.
-func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, exited <-chan error) error {
-	type result struct{ err error }
-	done := make(chan result, 1)
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		for {
-			conn, err := (&net.Dialer{}).DialContext(hctx, "unix", spec.Socket)
-			if err == nil {
-				var c *client.Client
-				if c, err = client.New(hctx, conn, "boxlite-mcp/jail-start"); err == nil {
-					c.Close()
-					done <- result{}
-					return
-				}
-			}
-			if hctx.Err() != nil {
-				done <- result{hctx.Err()}
-				return
-			}
-			select {
-			case <-hctx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	select {
-	case r := <-done:
-		return r.err
-	case err := <-exited:
-		if err == nil {
-			err = errors.New("exit status 0")
-		}
-		return fmt.Errorf("the jail exited during start (%v)", err)
-	case <-ctx.Done():
-		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
-	}
 }
 
 // startSlirp gives the box's network namespace user-mode networking. The
@@ -455,6 +414,11 @@ func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) 
 	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
 }
 
+// dialer binds Dial to one box.
+func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
+	return func(ctx context.Context) (net.Conn, error) { return e.Dial(ctx, spec, h) }
+}
+
 // Stop implements sandbox.Engine: the agent's shutdown, then SIGKILL to the
 // jail's PID 1 (which takes every process of its pid namespace with it).
 func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
@@ -463,14 +427,7 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 		return err
 	}
 	if st.Proc.Alive() && grace > 0 {
-		sctx, cancel := context.WithTimeout(ctx, grace)
-		if conn, err := e.Dial(sctx, spec, h); err == nil {
-			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
-				c.Shutdown(sctx, false)
-				c.Close()
-			}
-		}
-		cancel()
+		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
 		st.Proc.Wait(grace)
 	}
 	if st.Proc.Alive() {

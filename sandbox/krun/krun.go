@@ -29,7 +29,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
@@ -212,7 +211,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}()
 	hctx, cancel := context.WithTimeout(ctx, e.cfg.HelloTimeout)
 	defer cancel()
-	if err := e.waitHello(hctx, spec, h, exited); err != nil {
+	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 20*time.Millisecond, "boxlite-mcp/krun-start"); err != nil {
 		reason := err.Error()
 		if b, rerr := os.ReadFile(exitPath); rerr == nil {
 			var rec exitRecord
@@ -226,44 +225,15 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	return h, nil
 }
 
-func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, exited <-chan error) error {
-	done := make(chan error, 1)
-	go func() {
-		for {
-			conn, err := e.Dial(ctx, spec, h)
-			if err == nil {
-				c, herr := client.New(ctx, conn, "boxlite-mcp/krun-start")
-				if herr == nil {
-					c.Close()
-					done <- nil
-					return
-				}
-			}
-			select {
-			case <-ctx.Done():
-				done <- fmt.Errorf("no hello from the agent: %w", ctx.Err())
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	select {
-	case err := <-done:
-		return err
-	case err := <-exited:
-		if err == nil {
-			err = errors.New("exit status 0")
-		}
-		return fmt.Errorf("the shim exited during start (%v)", err)
-	case <-ctx.Done():
-		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
-	}
-}
-
 // Dial implements sandbox.Engine: libkrun forwards each connection to the
 // guest's vsock port.
 func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
 	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
+}
+
+// dialer binds Dial to one box.
+func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
+	return func(ctx context.Context) (net.Conn, error) { return e.Dial(ctx, spec, h) }
 }
 
 // Recover implements sandbox.Engine.
@@ -287,14 +257,7 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 		return err
 	}
 	if st.Proc.Alive() && grace > 0 {
-		sctx, cancel := context.WithTimeout(ctx, grace)
-		if conn, err := e.Dial(sctx, spec, h); err == nil {
-			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
-				c.Shutdown(sctx, false)
-				c.Close()
-			}
-		}
-		cancel()
+		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
 		st.Proc.Wait(grace)
 	}
 	if st.Proc.Alive() {

@@ -31,7 +31,6 @@ import (
 	"github.com/mdlayher/vsock"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -295,7 +294,7 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}()
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := e.waitHello(hctx, spec, h, exited); err != nil {
+	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
 		tail := consoleTail(consolePath, consoleStart, 15)
 		qerr, _ := os.ReadFile(filepath.Join(spec.BoxDir, "qemu.log"))
 		msg := "the VM did not start"
@@ -404,44 +403,6 @@ func cidFor(id string) uint32 {
 	return 3 + h.Sum32()%(1<<30)
 }
 
-// waitHello dials the agent until it answers, QEMU exits, or ctx ends.
-func (e *Engine) waitHello(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, exited <-chan error) error {
-	done := make(chan error, 1)
-	go func() {
-		for {
-			conn, err := e.Dial(ctx, spec, h)
-			if err == nil {
-				c, herr := client.New(ctx, conn, "boxlite-mcp/qemu-start")
-				if herr == nil {
-					c.Close()
-					done <- nil
-					return
-				}
-				err = herr
-			}
-			if ctx.Err() != nil {
-				done <- fmt.Errorf("no hello from the agent: %w", ctx.Err())
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-	select {
-	case err := <-done:
-		return err
-	case err := <-exited:
-		if err == nil {
-			err = errors.New("exit status 0")
-		}
-		return fmt.Errorf("qemu exited during boot (%v)", err)
-	case <-ctx.Done():
-		return fmt.Errorf("no hello from the agent: %w", ctx.Err())
-	}
-}
-
 // Dial implements sandbox.Engine.
 func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
 	st, err := decodeState(h)
@@ -473,6 +434,11 @@ func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) 
 	return conn, nil
 }
 
+// dialer binds Dial to one box.
+func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
+	return func(ctx context.Context) (net.Conn, error) { return e.Dial(ctx, spec, h) }
+}
+
 // Recover implements sandbox.Engine.
 func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
 	st, err := decodeState(h)
@@ -494,14 +460,7 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 		return err
 	}
 	if st.Proc.Alive() && grace > 0 {
-		sctx, cancel := context.WithTimeout(ctx, grace)
-		if conn, err := e.Dial(sctx, spec, h); err == nil {
-			if c, err := client.New(sctx, conn, "boxlite-mcp/stop"); err == nil {
-				c.Shutdown(sctx, false)
-				c.Close()
-			}
-		}
-		cancel()
+		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
 		st.Proc.Wait(grace)
 	}
 	if st.Proc.Alive() {
