@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -486,7 +485,6 @@ func TestCallOnDeadConnection(t *testing.T) {
 	if err := c.Ping(context.Background()); !errors.Is(err, client.ErrDisconnected) {
 		t.Fatalf("Ping after close = %v", err)
 	}
-	_ = syscall.Getpid
 }
 
 func TestExecAsAnotherUser(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
 // buildAgent compiles cmd/boxlite-guest statically into a temp dir.
@@ -103,5 +102,4 @@ func TestInitDutiesInNamespaces(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not exit after shutdown")
 	}
-	_ = wire.ProtocolVersion
 }

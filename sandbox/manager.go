@@ -158,12 +158,6 @@ func (m *Manager) socketPath(id string) string {
 	return filepath.Join(os.TempDir(), "boxlite-"+hex.EncodeToString(sum[:6]), id+".sock")
 }
 
-// Engine returns the engine called name, if configured.
-func (m *Manager) Engine(name string) (Engine, bool) { e, ok := m.engines[name]; return e, ok }
-
-// EngineNames lists the configured engines in preference order.
-func (m *Manager) EngineNames() []string { return append([]string{}, m.order...) }
-
 // PickEngine resolves "auto" (or "") to the first usable engine, and checks a
 // named one is configured and usable. The reason says why it was chosen.
 func (m *Manager) PickEngine(ctx context.Context, name string) (Engine, string, error) {

@@ -24,18 +24,6 @@ const staleAfter = 250 * time.Millisecond
 // (of any server process) never stops a box in use.
 const touchEvery = 30 * time.Second
 
-// Start starts a stopped or failed box. Starting a running box is a no-op.
-func (m *Manager) Start(ctx context.Context, owner, ref string) (*Box, error) {
-	r, err := m.resolve(ctx, owner, ref)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.ensureRunning(ctx, r.ID); err != nil {
-		return nil, err
-	}
-	return m.Get(ctx, owner, r.ID)
-}
-
 // ensureRunning returns a connected client for box id, starting the box
 // first if it is stopped or failed, and noticing a box whose process died.
 func (m *Manager) ensureRunning(ctx context.Context, id string) (*client.Client, error) {
@@ -403,17 +391,6 @@ func (m *Manager) ReadFile(ctx context.Context, owner, ref string, req wire.Read
 		return noAnswer(ctx, cctx, err)
 	})
 	return res, b, err
-}
-
-// Info asks the box's agent about the box.
-func (m *Manager) Info(ctx context.Context, owner, ref string) (*wire.Info, error) {
-	var in *wire.Info
-	_, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
-		var err error
-		in, err = c.Info(ctx)
-		return err
-	})
-	return in, err
 }
 
 // noAnswer turns an expired host-side deadline into errNoAnswer.

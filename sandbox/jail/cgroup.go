@@ -258,25 +258,3 @@ func killProcs(dir string) {
 		}
 	}
 }
-
-// memoryEvents reports how often the box hit its memory limit (OOM kills), if known.
-func memoryEvents(dirs []string, v2 bool) (ooms int64) {
-	for _, d := range dirs {
-		name := "memory.oom_control"
-		if v2 {
-			name = "memory.events"
-		}
-		b, err := os.ReadFile(filepath.Join(d, name))
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 2 && f[0] == "oom_kill" {
-				n, _ := strconv.ParseInt(f[1], 10, 64)
-				ooms += n
-			}
-		}
-	}
-	return ooms
-}

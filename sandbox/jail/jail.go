@@ -475,16 +475,6 @@ func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 	return errors.Join(errs...)
 }
 
-// OOMKills reports how many processes of the box the kernel killed for
-// hitting its memory limit.
-func OOMKills(h sandbox.Handle) int64 {
-	st, err := decodeState(h)
-	if err != nil {
-		return 0
-	}
-	return memoryEvents(st.Cgroups, st.CgroupV2)
-}
-
 func hostname(spec sandbox.Spec) string {
 	if spec.Name != "" {
 		return spec.Name

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -72,14 +71,12 @@ func TestQemuBrokenBootFailsWithConsoleTail(t *testing.T) {
 		t.Fatalf("error %q lacks the console tail", msg)
 	}
 	t.Logf("failed in %v: %s", time.Since(start), msg)
-	if pids, _ := filepath.Glob("/proc/[0-9]*/cmdline"); true {
-		for _, p := range pids {
-			b, _ := os.ReadFile(p)
-			if strings.Contains(string(b), spec.BoxDir) {
-				t.Fatalf("a qemu of the failed box still runs: %s", p)
-			}
+	pids, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range pids {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), spec.BoxDir) {
+			t.Fatalf("a qemu of the failed box still runs: %s", p)
 		}
 	}
 	eng.Destroy(context.Background(), spec, sandbox.Handle{})
-	_ = proc.ID{}
 }
