@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 )
 
 // Dialer opens a connection to a box's agent.
@@ -68,4 +69,29 @@ func ShutdownAgent(ctx context.Context, dial Dialer, grace time.Duration) {
 	}
 	c.Shutdown(sctx, false)
 	c.Close()
+}
+
+// StopProcess is the stop sequence of every engine for its box process p:
+// the agent's shutdown and up to grace to exit; then nudge (the engine's own
+// polite request, such as QMP quit; may be nil) and up to 5 s; then SIGKILL
+// to the process group, which must take effect within 10 s.
+func StopProcess(ctx context.Context, p proc.ID, dial Dialer, grace time.Duration, nudge func()) error {
+	if p.Alive() && grace > 0 {
+		ShutdownAgent(ctx, dial, grace)
+		p.Wait(grace)
+	}
+	if p.Alive() && nudge != nil {
+		nudge()
+		p.Wait(5 * time.Second)
+	}
+	if !p.Alive() {
+		return nil
+	}
+	if err := p.KillGroup(); err != nil {
+		return fmt.Errorf("killing pid %d: %w", p.PID, err)
+	}
+	if !p.Wait(10 * time.Second) {
+		return fmt.Errorf("pid %d survived SIGKILL", p.PID)
+	}
+	return nil
 }

@@ -426,17 +426,8 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 	if err != nil {
 		return err
 	}
-	if st.Proc.Alive() && grace > 0 {
-		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
-		st.Proc.Wait(grace)
-	}
-	if st.Proc.Alive() {
-		if err := st.Proc.KillGroup(); err != nil {
-			return fmt.Errorf("killing the jail: %w", err)
-		}
-		if !st.Proc.Wait(10 * time.Second) {
-			return fmt.Errorf("jail pid %d survived SIGKILL", st.Proc.PID)
-		}
+	if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, nil); err != nil {
+		return fmt.Errorf("jail: %w", err)
 	}
 	return e.cleanup(spec, st)
 }

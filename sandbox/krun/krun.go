@@ -256,19 +256,9 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 	if err != nil {
 		return err
 	}
-	if st.Proc.Alive() && grace > 0 {
-		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
-		st.Proc.Wait(grace)
-	}
-	if st.Proc.Alive() {
-		st.Proc.Signal(syscall.SIGTERM)
-		st.Proc.Wait(2 * time.Second)
-	}
-	if st.Proc.Alive() {
-		st.Proc.KillGroup()
-		if !st.Proc.Wait(10 * time.Second) {
-			return fmt.Errorf("krun shim pid %d survived SIGKILL", st.Proc.PID)
-		}
+	term := func() { st.Proc.Signal(syscall.SIGTERM) }
+	if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, term); err != nil {
+		return fmt.Errorf("krun shim: %w", err)
 	}
 	os.Remove(spec.Socket)
 	return nil

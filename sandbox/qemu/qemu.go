@@ -459,19 +459,9 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 	if err != nil {
 		return err
 	}
-	if st.Proc.Alive() && grace > 0 {
-		sandbox.ShutdownAgent(ctx, e.dialer(spec, h), grace)
-		st.Proc.Wait(grace)
-	}
-	if st.Proc.Alive() {
-		qmpQuit(st.QMP, 3*time.Second)
-		st.Proc.Wait(5 * time.Second)
-	}
-	if st.Proc.Alive() {
-		st.Proc.KillGroup()
-		if !st.Proc.Wait(10 * time.Second) {
-			return fmt.Errorf("qemu pid %d survived SIGKILL", st.Proc.PID)
-		}
+	quit := func() { qmpQuit(st.QMP, 3*time.Second) }
+	if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, quit); err != nil {
+		return fmt.Errorf("qemu: %w", err)
 	}
 	cleanup(spec, st)
 	return nil
