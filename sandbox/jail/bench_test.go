@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,15 +18,6 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
-
-// p50 reports the median of ds in milliseconds as a custom metric.
-func reportP50(b *testing.B, ds []time.Duration) {
-	if len(ds) == 0 {
-		return
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "p50-ms")
-}
 
 // BenchmarkJailStart: box start until the agent answered the hello, against
 // `unshare` creating the same kinds of namespaces around /bin/true, measured
@@ -44,7 +34,7 @@ func BenchmarkJailStart(b *testing.B) {
 			}
 			ds = append(ds, time.Since(t))
 		}
-		reportP50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 	b.Run("jail", func(b *testing.B) {
 		eng := newEngine(b, home)
@@ -63,7 +53,7 @@ func BenchmarkJailStart(b *testing.B) {
 			eng.Destroy(context.Background(), spec, h)
 			b.StartTimer()
 		}
-		reportP50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 }
 

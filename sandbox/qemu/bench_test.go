@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,13 +28,6 @@ func benchSpec(home string) sandbox.Spec {
 	os.MkdirAll(dir, 0o700)
 	os.MkdirAll(filepath.Join(home, "run"), 0o700)
 	return sandbox.Spec{ID: id, Image: "default", CPUs: 1, MemoryMiB: 512, BoxDir: dir, Socket: filepath.Join(home, "run", id+".sock")}
-}
-
-func p50ms(b *testing.B, ds []time.Duration) {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	if len(ds) > 0 {
-		b.ReportMetric(float64(ds[len(ds)/2].Milliseconds()), "p50-ms")
-	}
 }
 
 // BenchmarkVMStart: start until the agent's hello, against a raw QEMU boot
@@ -76,7 +68,7 @@ func BenchmarkVMStart(b *testing.B) {
 			cmd.Wait()
 			os.RemoveAll(spec.BoxDir)
 		}
-		p50ms(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 	b.Run("engine", func(b *testing.B) {
 		var ds []time.Duration
@@ -90,7 +82,7 @@ func BenchmarkVMStart(b *testing.B) {
 			ds = append(ds, time.Since(t))
 			e.Destroy(context.Background(), spec, h)
 		}
-		p50ms(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"testing"
 	"time"
 
@@ -20,13 +19,6 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 	"github.com/boxlite-ai/boxlite-mcp/tools"
 )
-
-func p50(b *testing.B, ds []time.Duration) {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	if len(ds) > 0 {
-		b.ReportMetric(float64(ds[len(ds)/2].Nanoseconds())/1e6, "p50-ms")
-	}
-}
 
 // stdioServer builds boxlite-mcp and starts it on stdio with an MCP client.
 func stdioServer(b *testing.B, home string) *mcpclient.Client {
@@ -94,7 +86,7 @@ func BenchmarkMCPStdio(b *testing.B) {
 			}
 			ds = append(ds, time.Since(t))
 		}
-		p50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 	b.Run("list_boxes/mcp-stdio", func(b *testing.B) {
 		var ds []time.Duration
@@ -103,7 +95,7 @@ func BenchmarkMCPStdio(b *testing.B) {
 			callTool(b, c, "list_boxes", map[string]any{})
 			ds = append(ds, time.Since(t))
 		}
-		p50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/root"}
 	b.Run("run_code/baseline", func(b *testing.B) {
@@ -116,7 +108,7 @@ func BenchmarkMCPStdio(b *testing.B) {
 			}
 			ds = append(ds, time.Since(t))
 		}
-		p50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 	b.Run("run_code/mcp-stdio", func(b *testing.B) {
 		var ds []time.Duration
@@ -125,6 +117,6 @@ func BenchmarkMCPStdio(b *testing.B) {
 			callTool(b, c, "run_code", map[string]any{"box": "bench", "code": "print(1)"})
 			ds = append(ds, time.Since(t))
 		}
-		p50(b, ds)
+		testenv.ReportP50(b, ds)
 	})
 }
