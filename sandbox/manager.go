@@ -474,6 +474,21 @@ func (m *Manager) AllBoxes(ctx context.Context) ([]*Box, error) {
 	return out, nil
 }
 
+// lockRow takes box id's lock and reads its row under it (the box may have
+// been destroyed while the caller waited: then ErrNotFound, lock released).
+func (m *Manager) lockRow(ctx context.Context, id string) (*boxLock, *persist.Box, error) {
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := m.store.Get(ctx, id)
+	if err != nil {
+		lk.unlock(false)
+		return nil, nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
+	}
+	return lk, r, nil
+}
+
 // Stop shuts a box down; its files survive and the next call starts it
 // again. Stopping a stopped box is a no-op.
 func (m *Manager) Stop(ctx context.Context, owner, ref string) (*Box, error) {
@@ -485,15 +500,11 @@ func (m *Manager) Stop(ctx context.Context, owner, ref string) (*Box, error) {
 }
 
 func (m *Manager) stop(ctx context.Context, id, reason string) (*Box, error) {
-	lk, err := lockBox(ctx, m.locksDir(), id)
+	lk, r, err := m.lockRow(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	defer lk.unlock(false)
-	r, err := m.store.Get(ctx, id)
-	if err != nil {
-		return nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
-	}
 	switch Status(r.Status) {
 	case StatusStopped, StatusFailed:
 		return toBox(r), nil
@@ -536,16 +547,12 @@ func (m *Manager) Destroy(ctx context.Context, owner, ref string) (*Box, error) 
 }
 
 func (m *Manager) destroy(ctx context.Context, id, reason string) (*Box, error) {
-	lk, err := lockBox(ctx, m.locksDir(), id)
+	lk, r, err := m.lockRow(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	removed := false
 	defer func() { lk.unlock(removed) }()
-	r, err := m.store.Get(ctx, id)
-	if err != nil {
-		return nil, Wrapf(ErrNotFound, err, "box %s no longer exists", id)
-	}
 	// Teardown must finish even if the caller goes away.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
