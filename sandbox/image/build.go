@@ -471,13 +471,17 @@ func lockFile(ctx context.Context, path string) (func(), error) {
 func refreshAgent(ctx context.Context, img *Image, cfg BuildConfig, sum string) (*Image, error) {
 	dst := filepath.Join(img.RootfsDir(), AgentPath)
 	tmp := dst + ".new"
-	if _, err := copyFile(cfg.Agent, tmp, 0o755); err != nil {
-		return nil, noSpace(err, dst)
-	}
-	if err := os.Lchown(tmp, int(img.Manifest.JailUIDBase), int(img.Manifest.JailUIDBase)); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
+	err := func() error {
+		if _, err := copyFile(cfg.Agent, tmp, 0o755); err != nil {
+			return noSpace(err, dst)
+		}
+		if err := os.Lchown(tmp, int(img.Manifest.JailUIDBase), int(img.Manifest.JailUIDBase)); err != nil {
+			return err
+		}
+		return os.Rename(tmp, dst)
+	}()
+	if err != nil {
+		os.Remove(tmp) // no half-copied agent left in the image
 		return nil, err
 	}
 	script := filepath.Join(img.Dir, ".debugfs-agent")
