@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"unsafe"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/inroot"
 )
 
 // File descriptors a jail engine hands to the agent started with --jail-init.
@@ -77,23 +78,31 @@ func enterJail(cfg JailConfig) error {
 	// The copied root mount is locked (it came from a more privileged
 	// namespace) and pivot_root refuses locked mounts: bind it onto itself
 	// to get a mount of our own, and work relative to it from here on.
+	// cfg.Root is the engine's mount point, a path the box does not control.
 	if err := unix.Mount(cfg.Root, cfg.Root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding the box root: %w", err)
 	}
 	if err := unix.Chdir(cfg.Root); err != nil {
 		return fmt.Errorf("entering the box root: %w", err)
 	}
-	if err := mountSystem(cfg); err != nil {
+	// Until pivot_root the host's file system is in view, and every path
+	// inside the root is the box's to plant symlinks in: everything below
+	// goes through descriptors (package inroot), never a path string.
+	root, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the box root: %w", err)
+	}
+	defer unix.Close(root)
+	if err := mountSystem(root, cfg); err != nil {
 		return err
 	}
-	if cfg.Network {
-		os.WriteFile("etc/resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644)
+	if err := writeEtc(root, cfg); err != nil {
+		return err
 	}
 	if cfg.Hostname != "" {
 		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
 			return fmt.Errorf("sethostname: %w", err)
 		}
-		os.WriteFile("etc/hostname", []byte(cfg.Hostname+"\n"), 0o644)
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bringing lo up: %w", err)
@@ -128,62 +137,102 @@ func enterJail(cfg JailConfig) error {
 	return nil
 }
 
+// writeEtc writes the box's /etc/hostname and, with network, its
+// /etc/resolv.conf. Each replaces whatever the box left at that name (a
+// symlink included) instead of writing through it. A box whose /etc is not
+// a plain directory keeps it as it is; that is its own business.
+func writeEtc(root int, cfg JailConfig) error {
+	etc, err := inroot.Open(root, "etc", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "boxlite jail init: /etc is not a directory (%v); not writing hostname or resolv.conf\n", err)
+		return nil
+	}
+	defer unix.Close(etc)
+	if cfg.Network {
+		if err := inroot.WriteFile(etc, "resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := inroot.WriteFile(etc, "hostname", []byte(cfg.Hostname+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // devices are bind-mounted from the host into the box's /dev.
 var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-// mountSystem mounts /proc, /sys, /dev and /tmp under the current directory
-// (the box root).
-func mountSystem(cfg JailConfig) error {
-	type m struct {
-		src, dst, fstype string
-		flags            uintptr
-		data             string
-		optional         bool
+// sysMount is one file system mounted into the box before pivot_root.
+type sysMount struct {
+	src, dst, fstype string
+	flags            uintptr
+	data             string
+	optional         bool
+}
+
+// mount mounts x onto the directory dst directly under dir, which is
+// created, or replaced when the box left something else there.
+func (x sysMount) mount(dir int) error {
+	fd, err := inroot.EnsureDir(dir, x.dst, 0o755)
+	if err != nil {
+		return fmt.Errorf("mount point /%s: %w", x.dst, err)
 	}
+	defer unix.Close(fd)
+	if err := unix.Mount(x.src, inroot.FdPath(fd), x.fstype, x.flags, x.data); err != nil && !x.optional {
+		return fmt.Errorf("mounting %s on /%s: %w", x.fstype, x.dst, err)
+	}
+	return nil
+}
+
+// mountSystem mounts /proc, /sys, /dev and /tmp into the box root (the
+// descriptor root). /dev is a fresh tmpfs, so what is created inside it is
+// ours alone.
+func mountSystem(root int, cfg JailConfig) error {
 	tmpSize := cfg.TmpSizeMiB
 	if tmpSize <= 0 {
 		tmpSize = 256
 	}
-	mounts := []m{
+	for _, x := range []sysMount{
 		{"proc", "proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", false},
 		{"sysfs", "sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, "", true},
 		{"tmpfs", "dev", "tmpfs", unix.MS_NOSUID | unix.MS_STRICTATIME, "mode=755,size=64k", false},
-	}
-	for _, x := range mounts {
-		if err := os.MkdirAll(x.dst, 0o755); err != nil {
+		{"tmpfs", "tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%dm", tmpSize), false},
+	} {
+		if err := x.mount(root); err != nil {
 			return err
 		}
-		if err := unix.Mount(x.src, x.dst, x.fstype, x.flags, x.data); err != nil && !x.optional {
-			return fmt.Errorf("mounting %s on /%s: %w", x.fstype, x.dst, err)
-		}
 	}
+	dev, err := inroot.Open(root, "dev", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("opening the new /dev: %w", err)
+	}
+	defer unix.Close(dev)
 	for _, d := range devices {
-		dst := filepath.Join("dev", d)
-		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o666)
+		fd, err := inroot.EnsureFile(dev, d, 0o666)
 		if err != nil {
-			return err
+			return fmt.Errorf("/dev/%s: %w", d, err)
 		}
-		f.Close()
-		if err := unix.Mount("/dev/"+d, dst, "", unix.MS_BIND, ""); err != nil {
+		err = unix.Mount("/dev/"+d, inroot.FdPath(fd), "", unix.MS_BIND, "")
+		unix.Close(fd)
+		if err != nil {
 			return fmt.Errorf("binding /dev/%s: %w", d, err)
 		}
 	}
 	for link, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
 		"stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"} {
-		os.Symlink(target, filepath.Join("dev", link))
-	}
-	later := []m{
-		{"devpts", "dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", true},
-		{"tmpfs", "dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777,size=64m", false},
-		{"tmpfs", "tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%dm", tmpSize), false},
-		{"mqueue", "dev/mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
-	}
-	for _, x := range later {
-		if err := os.MkdirAll(x.dst, 0o755); err != nil {
-			return err
+		if err := unix.Symlinkat(target, dev, link); err != nil {
+			return fmt.Errorf("/dev/%s: %w", link, err)
 		}
-		if err := unix.Mount(x.src, x.dst, x.fstype, x.flags, x.data); err != nil && !x.optional {
-			return fmt.Errorf("mounting %s on /%s: %w", x.fstype, x.dst, err)
+	}
+	for _, x := range []sysMount{
+		{"devpts", "pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620", true},
+		{"tmpfs", "shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777,size=64m", false},
+		{"mqueue", "mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", true},
+	} {
+		if err := x.mount(dev); err != nil {
+			return err
 		}
 	}
 	return nil

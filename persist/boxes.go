@@ -29,13 +29,32 @@ type Box struct {
 	LastUsedAt   time.Time
 	IdleTimeout  time.Duration // 0: the server default
 	ExpiresAt    time.Time     // zero: never
+	// IDRange is the box's range of host ids, allocated by Insert: the
+	// lowest index no other box holds, below MaxIDRanges.
+	IDRange int
 }
+
+// MaxIDRanges is the number of id ranges the store hands out (the CHECK on
+// boxes.id_range); Insert fails with ErrNoIDRange when every one is taken.
+const MaxIDRanges = 16384
 
 // NewID returns a fresh lower-case ULID.
 func NewID() string { return strings.ToLower(ulid.Make().String()) }
 
 const boxColumns = `id, owner, name, engine, image, status, status_reason, spec, engine_state,
+	created_at, updated_at, last_used_at, idle_timeout_s, expires_at, coalesce(id_range, -1)`
+
+// insertColumns are boxColumns without id_range, which Insert allocates.
+const insertColumns = `id, owner, name, engine, image, status, status_reason, spec, engine_state,
 	created_at, updated_at, last_used_at, idle_timeout_s, expires_at`
+
+// freeIDRange is the lowest id range no box holds: 0, or one above a held
+// range whose successor is free. The UNIQUE index and the CHECK make a
+// collision or an exhausted space an error, never a shared range; one
+// INSERT statement is one write transaction, so concurrent inserts (other
+// processes included) serialise on SQLite's write lock.
+const freeIDRange = `(SELECT min(r) FROM (SELECT 0 AS r UNION ALL SELECT id_range + 1 FROM boxes WHERE id_range IS NOT NULL) AS c
+	WHERE NOT EXISTS (SELECT 1 FROM boxes AS b WHERE b.id_range = c.r))`
 
 // MinPrefix is the shortest id prefix Resolve accepts.
 const MinPrefix = 4
@@ -59,7 +78,11 @@ func (s *Store) Insert(ctx context.Context, b *Box) error {
 		b.Spec = []byte("{}")
 	}
 	// One statement is its own transaction: no BEGIN/COMMIT round trips.
-	_, err := s.db.ExecContext(ctx, `INSERT INTO boxes(`+boxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, b.values()...)
+	err := s.db.QueryRowContext(ctx, `INSERT INTO boxes(`+insertColumns+`, id_range) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,`+
+		freeIDRange+`) RETURNING id_range`, b.values()...).Scan(&b.IDRange)
+	if errors.Is(err, sqlite3.CONSTRAINT_CHECK) {
+		return fmt.Errorf("every one of the %d host id ranges is held by a box: %w", MaxIDRanges, ErrNoIDRange)
+	}
 	if errors.Is(err, sqlite3.CONSTRAINT_UNIQUE) || errors.Is(err, sqlite3.CONSTRAINT_PRIMARYKEY) {
 		if b.Name != "" {
 			if other, gerr := s.byName(ctx, b.Owner, b.Name); gerr == nil {
@@ -243,7 +266,7 @@ func scanBox(row scanner) (*Box, error) {
 		created, updated, used, idle, expires int64
 	)
 	err := row.Scan(&b.ID, &b.Owner, &name, &b.Engine, &b.Image, &b.Status, &b.StatusReason, &spec, &state,
-		&created, &updated, &used, &idle, &expires)
+		&created, &updated, &used, &idle, &expires, &b.IDRange)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

@@ -43,6 +43,8 @@ var (
 	ErrIncompatible = errors.New("incompatible database")
 	// ErrFull: the disk holding the database is full (SQLITE_FULL).
 	ErrFull = errors.New("database disk full")
+	// ErrNoIDRange: every host id range is held by a box.
+	ErrNoIDRange = errors.New("no free host id range")
 )
 
 // applicationID marks a SQLite file as ours ("boxL"); see PRAGMA application_id.

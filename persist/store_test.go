@@ -344,8 +344,13 @@ func TestTwoProcessesCollidingNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
+	ranges := map[int]string{}
 	for _, b := range boxes {
 		seen[b.Name]++
+		if other, dup := ranges[b.IDRange]; dup || b.IDRange < 0 {
+			t.Errorf("box %s got id range %d (also held by %q)", b.ID, b.IDRange, other)
+		}
+		ranges[b.IDRange] = b.ID
 	}
 	if len(boxes) != 100 || len(seen) != 100 {
 		t.Fatalf("%d rows, %d names; want 100 of each", len(boxes), len(seen))
@@ -387,5 +392,90 @@ func TestMigrationsAreDense(t *testing.T) {
 		if m.version != i+1 {
 			t.Fatalf("migration %s has version %d", m.name, m.version)
 		}
+	}
+}
+
+// TestIDRanges: every box gets the lowest id range no other box holds, a
+// deleted box's range is handed out again, and when every range is held
+// Insert fails with ErrNoIDRange instead of sharing one.
+func TestIDRanges(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	var got []int
+	var ids []string
+	for i := range 4 {
+		b := newBox("local", fmt.Sprintf("b%d", i))
+		if err := s.Insert(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		got, ids = append(got, b.IDRange), append(ids, b.ID)
+	}
+	if fmt.Sprint(got) != "[0 1 2 3]" {
+		t.Fatalf("ranges %v; want [0 1 2 3]", got)
+	}
+	if err := s.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	b := newBox("local", "again")
+	if err := s.Insert(ctx, b); err != nil || b.IDRange != 1 {
+		t.Fatalf("after freeing range 1: range %d, err %v; want 1", b.IDRange, err)
+	}
+	if r, err := s.Get(ctx, b.ID); err != nil || r.IDRange != 1 {
+		t.Fatalf("stored range %v, err %v", r, err)
+	}
+	// Hold every other range directly, then one more box must be refused.
+	if _, err := s.db.Exec(`WITH RECURSIVE n(i) AS (SELECT 4 UNION ALL SELECT i+1 FROM n WHERE i+1 < ?)
+		INSERT INTO boxes(id, owner, engine, image, status, created_at, updated_at, id_range)
+		SELECT printf('fill%022d', i), 'filler', 'fake', 'default', 'stopped', 0, 0, i FROM n`, MaxIDRanges); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Insert(ctx, newBox("local", "one-too-many"))
+	if !errors.Is(err, ErrNoIDRange) {
+		t.Fatalf("insert with every range held: %v; want ErrNoIDRange", err)
+	}
+	if _, err := s.Resolve(ctx, "local", "one-too-many"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused box was stored: %v", err)
+	}
+}
+
+// TestMigrateGivesExistingBoxesDistinctRanges: boxes recorded before id
+// ranges existed each get their own.
+func TestMigrateGivesExistingBoxesDistinctRanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, _ := migrations()
+	for _, m := range ms[:2] {
+		if _, err := db.Exec(m.sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		if _, err := db.Exec(`INSERT INTO boxes(id, owner, engine, image, status, created_at, updated_at)
+			VALUES(?, 'local', 'jail', 'default', 'stopped', 1, 1)`, fmt.Sprintf("01jold000000000000000000%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(fmt.Sprintf(`PRAGMA application_id=%d; PRAGMA user_version=2`, applicationID)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s := openTest(t, path)
+	boxes, err := s.List(context.Background(), Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, b := range boxes {
+		if b.IDRange < 0 || seen[b.IDRange] {
+			t.Fatalf("migrated box %s has range %d (seen: %v)", b.ID, b.IDRange, seen)
+		}
+		seen[b.IDRange] = true
+	}
+	b := newBox("local", "new")
+	if err := s.Insert(context.Background(), b); err != nil || seen[b.IDRange] {
+		t.Fatalf("new box range %d err %v collides with migrated %v", b.IDRange, err, seen)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/persist"
 )
 
 // ErrNotRunning is returned by Engine.Recover when the box's process is gone.
@@ -27,6 +29,27 @@ type Spec struct {
 	// Socket is the path where the agent's unix socket must appear
 	// (home/run/<short-id>.sock; short because sun_path is 108 bytes).
 	Socket string `json:"socket"`
+	// IDRange is the index of the box's own range of host ids, allocated in
+	// the registry and never shared by two boxes (see HostIDBase). It comes
+	// from the registry row, not from the stored spec.
+	IDRange int `json:"-"`
+}
+
+// Host id ranges: box ids 0..IDRangeSize-1 of range i are host ids
+// IDRangeFirst + i*IDRangeSize onwards, far above what /etc/subuid usually
+// hands out and below 2^31. Range 0 is the range every jail box shared
+// before ranges were allocated per box.
+const (
+	IDRangeFirst = 1_000_000_000
+	IDRangeSize  = 65536
+)
+
+// HostIDBase is the host uid (and gid) that root of the box maps to.
+func (s Spec) HostIDBase() (uint32, error) {
+	if s.IDRange < 0 || s.IDRange >= persist.MaxIDRanges {
+		return 0, Errorf(ErrInternal, "box %s has no host id range (%d)", s.ID, s.IDRange)
+	}
+	return IDRangeFirst + uint32(s.IDRange)*IDRangeSize, nil
 }
 
 // Handle is an engine's opaque, versioned record of a running box, persisted

@@ -211,6 +211,7 @@ func toBox(r *persist.Box) *Box {
 	b := &Box{ID: r.ID, Name: r.Name, Owner: r.Owner, Engine: r.Engine, Image: r.Image, Status: Status(r.Status),
 		StatusReason: r.StatusReason, CreatedAt: r.CreatedAt, LastUsedAt: r.LastUsedAt, IdleTimeout: r.IdleTimeout, ExpiresAt: r.ExpiresAt}
 	json.Unmarshal(r.Spec, &b.Spec)
+	b.Spec.IDRange = r.IDRange
 	return b
 }
 
@@ -314,8 +315,12 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		if errors.Is(err, persist.ErrFull) {
 			return nil, Wrapf(ErrResourceExhausted, err, "no space left on the server's disk to record a new box")
 		}
+		if errors.Is(err, persist.ErrNoIDRange) {
+			return nil, Wrapf(ErrResourceExhausted, err, "this host holds as many boxes as it has id ranges (%d); destroy boxes you no longer need", persist.MaxIDRanges)
+		}
 		return nil, Wrapf(ErrInternal, err, "could not record the box")
 	}
+	spec.IDRange = row.IDRange
 	log.Info("creating box", "why_engine", why, "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
 	h, err := m.startLocked(ctx, eng, spec)
 	if err != nil {

@@ -32,6 +32,7 @@ func main() {
 		outLimit = flag.Int64("output-limit", 0, "default per-exec output cap in bytes")
 		maxFile  = flag.Int64("max-file-size", 0, "file read/write cap in bytes")
 		jailInit = flag.Bool("jail-init", false, "set up a jail handed over by the jail engine, then serve on fd 3")
+		hold     = flag.Bool("hold", false, "wait until stdin ends, then exit (the jail engine holds a user namespace with it)")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
 	)
@@ -39,6 +40,14 @@ func main() {
 	if *version {
 		fmt.Println(guestagent.Version)
 		return
+	}
+	if *hold {
+		var b [1]byte
+		for {
+			if _, err := os.Stdin.Read(b[:]); err != nil {
+				return
+			}
+		}
 	}
 	level := slog.LevelInfo
 	if *verbose {

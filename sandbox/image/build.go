@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/idshift"
 )
 
 // Build errors, for callers that want to tell them apart.
@@ -45,8 +46,6 @@ type BuildConfig struct {
 	Packages     []string // default: python3, nodejs, ca-certificates (bash, coreutils are in minbase)
 	// Ext4Size is the size of rootfs.ext4 (default 4 GiB, sparse).
 	Ext4Size int64
-	// JailUIDBase is the host uid that box uid 0 maps to (default DefaultJailUIDBase).
-	JailUIDBase uint32
 	// Kernel, when set, adds VM boot files (vmlinuz, initramfs.cpio).
 	Kernel func(ctx context.Context, dir string, step func(string) func()) (*Kernel, error)
 	// Initramfs rebuilds initramfs.cpio in an image dir for a new agent.
@@ -73,9 +72,6 @@ func (c *BuildConfig) setDefaults() {
 	}
 	if c.Ext4Size == 0 {
 		c.Ext4Size = 4 << 30
-	}
-	if c.JailUIDBase == 0 {
-		c.JailUIDBase = DefaultJailUIDBase
 	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
@@ -136,6 +132,12 @@ func Build(ctx context.Context, cfg BuildConfig) (*Image, error) {
 	defer unlock()
 	if !cfg.Force {
 		if img, err := Locate(cfg.Home, cfg.Name); err == nil {
+			if img.Manifest.JailUIDBase != 0 {
+				fmt.Fprintf(cfg.Progress, "image %q is owned by the old shared jail id range; giving its files their real owners\n", cfg.Name)
+				if img, err = restoreOwners(img); err != nil {
+					return nil, err
+				}
+			}
 			sum, err := fileSHA256(cfg.Agent)
 			if err != nil {
 				return nil, fmt.Errorf("guest agent %s: %w", cfg.Agent, err)
@@ -270,19 +272,17 @@ func (b *builder) run(ctx context.Context) (*Manifest, error) {
 		done()
 	}
 
-	done = b.step(fmt.Sprintf("shifting rootfs/ owners to the jail uid range (%d+)", cfg.JailUIDBase))
-	size, err := shiftOwners(rootfs, cfg.JailUIDBase)
+	_, size, err := idshift.Tree(rootfs, 0, 0) // measures; rootfs keeps its real owners
 	if err != nil {
-		return nil, noSpace(err, rootfs)
+		return nil, err
 	}
-	done()
 
 	done = b.step("writing manifest.json")
 	st, _ := os.Stat(ext4)
 	m := &Manifest{
 		FormatVersion: FormatVersion, Name: cfg.Name, Created: time.Now().UTC(), Suite: cfg.Suite, Variant: "minbase",
 		Mirror: cfg.Mirror, Packages: pkgs, AgentVersion: cfg.AgentVersion, AgentSHA256: agentSum,
-		RootfsBytes: size, Ext4Bytes: st.Size(), Ext4SHA256: ext4Sum, JailUIDBase: cfg.JailUIDBase, Kernel: kern,
+		RootfsBytes: size, Ext4Bytes: st.Size(), Ext4SHA256: ext4Sum, Kernel: kern,
 		BuildSeconds: time.Since(b.start).Seconds(),
 	}
 	data, _ := json.MarshalIndent(m, "", "  ")
@@ -411,33 +411,21 @@ func dpkgPackages(statusFile string) ([]Package, error) {
 	return out, nil
 }
 
-// shiftOwners adds base to the owner and group of every file under root
-// (ids below 65536), keeping setuid/setgid bits that chown clears. It
-// returns the tree's total size in bytes.
-func shiftOwners(root string, base uint32) (int64, error) {
-	var size int64
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		size += fi.Size()
-		if st.Uid >= 65536 || st.Gid >= 65536 {
-			return nil // already shifted
-		}
-		if err := os.Lchown(p, int(base+st.Uid), int(base+st.Gid)); err != nil {
-			return err
-		}
-		if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 && fi.Mode()&fs.ModeSymlink == 0 {
-			return unix.Chmod(p, st.Mode&0o7777)
-		}
-		return nil
-	})
-	return size, err
+// restoreOwners gives a legacy image's rootfs/ (owned by the shared jail id
+// range of older versions) its real owners back, so no box's id range owns
+// the shared lower layer. The manifest is written last: an interrupted run
+// is finished by the next build (ids already below the range stay put).
+func restoreOwners(img *Image) (*Image, error) {
+	if _, _, err := idshift.Tree(img.RootfsDir(), img.Manifest.JailUIDBase, 0); err != nil {
+		return nil, fmt.Errorf("restoring the owners of image %q: %w", img.Name, err)
+	}
+	m := img.Manifest
+	m.JailUIDBase = 0
+	data, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeAtomic(filepath.Join(img.Dir, "manifest.json"), data); err != nil {
+		return nil, noSpace(err, img.Dir)
+	}
+	return Locate(filepath.Dir(filepath.Dir(img.Dir)), img.Name)
 }
 
 // lockFile takes an exclusive flock on path, waiting until ctx is done.
@@ -475,7 +463,7 @@ func refreshAgent(ctx context.Context, img *Image, cfg BuildConfig, sum string) 
 		if _, err := copyFile(cfg.Agent, tmp, 0o755); err != nil {
 			return noSpace(err, dst)
 		}
-		if err := os.Lchown(tmp, int(img.Manifest.JailUIDBase), int(img.Manifest.JailUIDBase)); err != nil {
+		if err := os.Lchown(tmp, 0, 0); err != nil {
 			return err
 		}
 		return os.Rename(tmp, dst)

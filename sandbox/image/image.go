@@ -3,7 +3,9 @@
 // An image lives in home/images/<name>/ and holds:
 //
 //	rootfs/        the root file system as a directory (the jail engine's
-//	               overlay lower layer), owned by the jail's uid range
+//	               overlay lower layer), with its real owners (root): no
+//	               box's id range owns it, boxes see it through a read-only
+//	               idmapped mount
 //	rootfs.ext4    the same tree as an ext4 file system with real owners
 //	               (the VM engines' root disk, under a per-box qcow2 overlay)
 //	vmlinuz, initramfs.cpio   the VM kernel and boot files (when built)
@@ -25,11 +27,6 @@ import (
 
 // FormatVersion is the manifest format this code writes and reads.
 const FormatVersion = 1
-
-// DefaultJailUIDBase is the first host uid of the range the jail engine maps
-// box uids 0..65535 onto. Chosen far above the ranges /etc/subuid usually
-// hands out.
-const DefaultJailUIDBase = 1_000_000_000
 
 // AgentPath is where the guest agent lives inside every image.
 const AgentPath = "/usr/local/bin/boxlite-guest"
@@ -67,9 +64,12 @@ type Manifest struct {
 	RootfsBytes   int64     `json:"rootfs_bytes"`
 	Ext4Bytes     int64     `json:"ext4_bytes"`
 	Ext4SHA256    string    `json:"ext4_sha256"`
-	JailUIDBase   uint32    `json:"jail_uid_base"`
-	Kernel        *Kernel   `json:"kernel,omitempty"`
-	BuildSeconds  float64   `json:"build_seconds"`
+	// JailUIDBase is non-zero only in images of older versions, whose
+	// rootfs/ was owned by one id range shared by every jail box; Build
+	// gives such an image its real owners back and sets it to 0.
+	JailUIDBase  uint32  `json:"jail_uid_base,omitempty"`
+	Kernel       *Kernel `json:"kernel,omitempty"`
+	BuildSeconds float64 `json:"build_seconds"`
 }
 
 // Image is a built image on disk.

@@ -114,23 +114,43 @@ func TestBuildLockSerialises(t *testing.T) {
 	}
 }
 
-func TestShiftOwnersKeepsSetuid(t *testing.T) {
+// TestBuildRestoresLegacyOwners: an image of an older version, whose rootfs/
+// was owned by the shared jail id range, gets its real owners back (setuid
+// bits kept) on the next build, so no box's range owns the lower layer.
+func TestBuildRestoresLegacyOwners(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to chown")
 	}
-	root := t.TempDir()
-	f := filepath.Join(root, "su")
-	os.WriteFile(f, []byte("x"), 0o755)
-	if err := syscall.Chmod(f, 0o4755); err != nil { // os.Chmod wants os.ModeSetuid, not 0o4000
+	home := t.TempDir()
+	dir := Dir(home, "legacy")
+	rootfs := filepath.Join(dir, "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "usr/bin"), 0o755)
+	su := filepath.Join(rootfs, "usr/bin/su")
+	os.WriteFile(su, []byte("x"), 0o755)
+	agent := filepath.Join(t.TempDir(), "agent")
+	os.WriteFile(agent, []byte("agent"), 0o755)
+	sum, _ := fileSHA256(agent)
+	const base = 1_000_000_000
+	for _, p := range []string{rootfs, filepath.Join(rootfs, "usr"), filepath.Join(rootfs, "usr/bin"), su} {
+		os.Lchown(p, base, base+42)
+	}
+	if err := syscall.Chmod(su, 0o4755); err != nil { // os.Chmod wants os.ModeSetuid, not 0o4000
 		t.Fatal(err)
 	}
-	os.Symlink("su", filepath.Join(root, "link"))
-	if _, err := shiftOwners(root, 1_000_000_000); err != nil {
+	os.WriteFile(filepath.Join(dir, "rootfs.ext4"), nil, 0o644)
+	m, _ := json.Marshal(Manifest{FormatVersion: FormatVersion, Name: "legacy", JailUIDBase: base, AgentSHA256: sum})
+	os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644)
+
+	img, err := Build(context.Background(), BuildConfig{Home: home, Name: "legacy", Agent: agent})
+	if err != nil {
 		t.Fatal(err)
 	}
-	fi, _ := os.Stat(f)
+	if img.Manifest.JailUIDBase != 0 {
+		t.Fatalf("manifest still says jail_uid_base %d", img.Manifest.JailUIDBase)
+	}
+	fi, _ := os.Stat(su)
 	st := fi.Sys().(*syscall.Stat_t)
-	if fi.Mode()&os.ModeSetuid == 0 || st.Uid != 1_000_000_000 {
-		t.Fatalf("mode %v uid %d: setuid bit lost or owner not shifted", fi.Mode(), st.Uid)
+	if fi.Mode()&os.ModeSetuid == 0 || st.Uid != 0 || st.Gid != 42 {
+		t.Fatalf("su: mode %v owner %d:%d; want setuid, 0:42", fi.Mode(), st.Uid, st.Gid)
 	}
 }

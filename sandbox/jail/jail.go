@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,7 +52,11 @@ type Config struct {
 	Slirp string
 	// NoSeccomp disables the seccomp filter (debugging only).
 	NoSeccomp bool
-	Logger    *slog.Logger
+	// NoIDMap makes every box copy its image instead of seeing it through
+	// an idmapped mount (the fallback for kernels without idmapped mounts;
+	// tests use it to cover that path).
+	NoIDMap bool
+	Logger  *slog.Logger
 }
 
 // Engine is the jail engine. It keeps no per-box state in memory: everything
@@ -59,6 +64,25 @@ type Config struct {
 type Engine struct {
 	cfg Config
 	log *slog.Logger
+
+	idmapOnce sync.Once
+	idmapProbe error // why idmapped image mounts cannot be used; set once
+}
+
+// idmapErr says why boxes cannot see images through idmapped mounts (nil:
+// they can). The host is probed once, with the first image's agent.
+func (e *Engine) idmapErr(agent *os.File) error {
+	e.idmapOnce.Do(func() {
+		if e.cfg.NoIDMap {
+			e.idmapProbe = errors.New("disabled by configuration")
+			return
+		}
+		e.idmapProbe = probeIDMap(agent, filepath.Join(e.cfg.Home, "images"))
+		if e.idmapProbe != nil {
+			e.log.Warn("idmapped mounts unavailable: every box copies its image", "err", e.idmapProbe)
+		}
+	})
+	return e.idmapProbe
 }
 
 var _ sandbox.Engine = (*Engine)(nil)
@@ -123,6 +147,19 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if e.cfg.NoSeccomp {
 		a.Details = append(a.Details, "seccomp filter DISABLED")
 	}
+	a.Details = append(a.Details, "host ids: each box has its own range of 65536 ids; root in a box is an unprivileged host uid")
+	if img, err := image.Locate(e.cfg.Home, "default"); err != nil {
+		a.Details = append(a.Details, "image files: not checked yet (no default image built)")
+	} else if agent, err := os.Open(filepath.Join(img.RootfsDir(), image.AgentPath)); err != nil {
+		a.Details = append(a.Details, "image files: not checked (the default image has no guest agent)")
+	} else {
+		if err := e.idmapErr(agent); err != nil {
+			a.Details = append(a.Details, fmt.Sprintf("image files: idmapped mounts unavailable (%v); each box gets its own copy of its image (slower creation, more disk)", err))
+		} else {
+			a.Details = append(a.Details, "image files: read-only idmapped mounts, owned by no box's id range")
+		}
+		agent.Close()
+	}
 	a.Usable = true
 	a.Reason = "namespaces, overlayfs and cgroups usable"
 	return a
@@ -166,11 +203,26 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if spec.Network && e.cfg.Slirp == "" {
 		return h, sandbox.Errorf(sandbox.ErrUnavailable, "this box asks for network, but slirp4netns is not installed on the host (apt-get install slirp4netns)")
 	}
-	base := img.Manifest.JailUIDBase
+	if img.Manifest.JailUIDBase != 0 {
+		return h, sandbox.Errorf(sandbox.ErrFailedPrecondition, "image %q is owned by the id range every box shared in older versions; run `boxlite-mcp image build --name %s` to convert it", spec.Image, spec.Image)
+	}
+	base, err := spec.HostIDBase()
+	if err != nil {
+		return h, err
+	}
 	cg, err := detectCgroups()
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cgroups unavailable")
 	}
+	// The box's first process is the image's own guest agent, which sets up
+	// the jail itself (--jail-init) and then serves. It runs as the box's
+	// uid, which may not search the host directories above the image:
+	// exec it through a descriptor.
+	agent, err := os.Open(filepath.Join(img.RootfsDir(), image.AgentPath))
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q has no guest agent; rebuild it", spec.Image)
+	}
+	defer agent.Close()
 
 	// Everything made from here on is undone if Start fails.
 	var cleanups []func()
@@ -188,13 +240,33 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's directories")
 		}
-		if err := os.Chown(p, int(base), int(base)); err != nil {
-			return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the box's directories to its uid range")
-		}
 		dirs[d] = p
+	}
+	// A writable layer made for another id range (older versions gave
+	// every box range 0) moves to this box's range first.
+	if n, err := shiftUpper(dirs["upper"], base); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot move the box's files to its id range")
+	} else if n > 0 {
+		log.Info("moved the box's files to its id range", "files", n, "uid_base", base)
+	}
+	for _, p := range dirs {
+		if err := os.Chown(p, int(base), int(base)); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the box's directories to its id range")
+		}
 	}
 	// overlayfs refuses a work dir left over from an unclean stop: clear it.
 	os.RemoveAll(filepath.Join(dirs["work"], "work"))
+
+	// The image is seen through an idmapped read-only mount, or copied.
+	lower, ns := img.RootfsDir(), (*os.File)(nil)
+	if e.idmapErr(agent) == nil {
+		if ns, err = userns(agent, base); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "cannot map image %q into the box", spec.Image)
+		}
+		defer ns.Close()
+	} else if lower, err = copiedLower(spec.BoxDir, img.RootfsDir(), base); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot copy image %q for the box", spec.Image)
+	}
 
 	os.Remove(spec.Socket)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: spec.Socket, Net: "unix"})
@@ -227,7 +299,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	// Mount the box's root on the host, where root can reach every layer,
 	// at a path the box's uid can walk; the jail's new mount namespace
 	// copies it, and the host's copy is detached right after the clone.
-	root, err := mountRoot(spec.ID, img.RootfsDir(), dirs["upper"], dirs["work"])
+	root, err := mountRoot(spec.ID, lower, dirs["upper"], dirs["work"], ns)
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot mount the box's root file system")
 	}
@@ -245,15 +317,6 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 
-	// The box's first process is the image's own guest agent, which sets up
-	// the jail itself (--jail-init) and then serves. It runs as the box's
-	// uid, which may not search the host directories above the image:
-	// exec it through a descriptor.
-	agent, err := os.Open(filepath.Join(img.RootfsDir(), image.AgentPath))
-	if err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q has no guest agent; rebuild it", spec.Image)
-	}
-	defer agent.Close()
 	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(guestagent.JailFDExe), "--jail-init")
 	cmd.Args[0] = "boxlite-guest"
 	cmd.Stdin = bytes.NewReader(cfgJSON)

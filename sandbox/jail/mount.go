@@ -63,9 +63,11 @@ func unescapeMountPath(s string) string {
 	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
-// mountRoot mounts the overlay of lower, upper and work at the box's mount
-// point and returns it.
-func mountRoot(id, lower, upper, work string) (string, error) {
+// mountRoot mounts the box's root at its mount point and returns it: an
+// overlay of lower (read-only, seen through an idmapped mount made with ns
+// when ns is not nil), upper and work. The overlay's options name the layers
+// as /proc/self/fd/N, so the box's mountinfo shows no host path.
+func mountRoot(id, lower, upper, work string, ns *os.File) (string, error) {
 	if err := ensureMountBase(); err != nil {
 		return "", err
 	}
@@ -74,7 +76,32 @@ func mountRoot(id, lower, upper, work string) (string, error) {
 	if err := os.Mkdir(mp, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", err
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work)
+	if ns != nil {
+		lmp := mp + ".lower"
+		if err := idmapLower(lower, lmp, ns); err != nil {
+			os.Remove(mp)
+			return "", err
+		}
+		// The overlay keeps private clones of its layers: the host's view
+		// of the idmapped image is not needed once it is mounted.
+		defer unmountRoot(lmp)
+		lower = lmp
+	}
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, p := range []string{lower, upper, work} {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			os.Remove(mp)
+			return "", err
+		}
+		fds = append(fds, fd)
+	}
+	opts := fmt.Sprintf("lowerdir=/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d", fds[0], fds[1], fds[2])
 	if err := unix.Mount("overlay", mp, "overlay", 0, opts); err != nil {
 		os.Remove(mp)
 		return "", fmt.Errorf("overlay on %s: %w", mp, err)
