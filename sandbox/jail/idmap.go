@@ -143,7 +143,7 @@ func shiftUpper(upper string, base uint32) (int, error) {
 	if err := unix.Lstat(upper, &st); err != nil {
 		return 0, err
 	}
-	if st.Uid == base {
+	if st.Uid == base || st.Uid == 0 { // already the box's, or just made
 		return 0, nil
 	}
 	if st.Uid < sandbox.IDRangeFirst || (st.Uid-sandbox.IDRangeFirst)%sandbox.IDRangeSize != 0 {
