@@ -65,7 +65,7 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	idmapOnce sync.Once
+	idmapOnce  sync.Once
 	idmapProbe error // why idmapped image mounts cannot be used; set once
 }
 
