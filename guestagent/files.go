@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
@@ -21,6 +22,56 @@ func absPath(p string) (string, *wire.Error) {
 		return "", wire.Errorf(wire.CodeInvalid, "path %q must be absolute", p)
 	}
 	return filepath.Clean(p), nil
+}
+
+// kind names a file type for error messages.
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	}
+	return "special file"
+}
+
+// openRegular opens path for reading and refuses anything but a regular
+// file. The open cannot block (O_NONBLOCK: a FIFO with no writer would
+// block open(2) forever) or take a terminal (O_NOCTTY), and the type is
+// checked on the opened descriptor, so a path swapped meanwhile cannot
+// slip a FIFO or a device (/dev/zero never ends) past the check. Symlinks
+// are followed: the agent runs inside the box, so they resolve in the
+// box's own view.
+func openRegular(path string) (*os.File, fs.FileInfo, *wire.Error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if errors.Is(err, syscall.ENXIO) {
+		// A unix socket, or a device without a driver.
+		return nil, nil, wire.Errorf(wire.CodeInvalid, "%s: not a regular file (a socket or device); only regular files can be read", path)
+	}
+	if err != nil {
+		return nil, nil, fileError(err, path)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fileError(err, path)
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		return f, fi, nil
+	case m.IsDir():
+		f.Close()
+		return nil, nil, wire.Errorf(wire.CodeIsDir, "%s: is a directory (use list_dir)", path)
+	default:
+		f.Close()
+		return nil, nil, wire.Errorf(wire.CodeInvalid, "%s: is a %s, not a regular file; only regular files can be read", path, kind(m))
+	}
 }
 
 func toInfo(name string, fi fs.FileInfo, link string) *wire.FileInfo {
@@ -40,6 +91,12 @@ func (s *Server) writeFile(c *call, req *wire.WriteFileReq) error {
 	}
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return c.fail(wire.Errorf(wire.CodeIsDir, "%s: is a directory", path))
+	}
+	// The write replaces the target by a rename and never opens it, so a
+	// FIFO cannot block it; but replacing a FIFO, a socket or a device
+	// node (/dev/null) with a file is never what the caller meant.
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() && fi.Mode()&(fs.ModeSymlink|fs.ModeDir) == 0 {
+		return c.fail(wire.Errorf(wire.CodeInvalid, "%s: is a %s, not a regular file; write_file replaces regular files only (remove it first if you mean to)", path, kind(fi.Mode())))
 	}
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -124,21 +181,11 @@ func (s *Server) readFile(c *call, req *wire.ReadFileReq) error {
 	if werr != nil {
 		return c.fail(werr)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return c.fail(fileError(err, path))
+	f, fi, werr := openRegular(path)
+	if werr != nil {
+		return c.fail(werr)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return c.fail(fileError(err, path))
-	}
-	switch {
-	case fi.IsDir():
-		return c.fail(wire.Errorf(wire.CodeIsDir, "%s: is a directory (use list_dir)", path))
-	case fi.Mode()&(fs.ModeNamedPipe|fs.ModeSocket) != 0:
-		return c.fail(wire.Errorf(wire.CodeInvalid, "%s: not a regular file", path))
-	}
 	limit := s.cfg.MaxFileSize
 	if req.MaxBytes > 0 {
 		limit = min(limit, req.MaxBytes)
@@ -157,6 +204,10 @@ func (s *Server) readFile(c *call, req *wire.ReadFileReq) error {
 		}
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if errors.Is(err, syscall.EAGAIN) {
+			// A regular file that blocks (/proc/kmsg); the fd is non-blocking.
+			return c.fail(wire.Errorf(wire.CodeInvalid, "%s: reading would block (not an ordinary file)", path))
 		}
 		if err != nil {
 			return c.fail(fileError(err, path))
@@ -194,7 +245,8 @@ func (s *Server) listDir(c *call, p string) error {
 	if werr != nil {
 		return c.fail(werr)
 	}
-	d, err := os.Open(path)
+	// O_DIRECTORY|O_NONBLOCK: a FIFO fails at once instead of blocking the open.
+	d, err := os.OpenFile(path, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return c.fail(fileError(err, path))
 	}
