@@ -8,7 +8,6 @@ import (
 	"strings"
 	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/inroot"
@@ -130,7 +129,7 @@ func enterJail(cfg JailConfig) error {
 		}
 	}
 	if cfg.Seccomp {
-		if err := seccomp.LoadFilter(seccompFilter()); err != nil {
+		if err := loadSeccompFilter(); err != nil {
 			return fmt.Errorf("loading the seccomp filter: %w", err)
 		}
 	}
