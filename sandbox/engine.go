@@ -91,6 +91,10 @@ type Engine interface {
 	Recover(ctx context.Context, spec Spec, h Handle) error
 	// Dial opens a connection to the box's agent.
 	Dial(ctx context.Context, spec Spec, h Handle) (net.Conn, error)
+	// Wait blocks until the box process described by h has exited (nil;
+	// also at once when it is already gone) or ctx ends (ctx's error). It
+	// never reaps: the engine's Start owns its child's wait.
+	Wait(ctx context.Context, spec Spec, h Handle) error
 	// Stop shuts the box down: the agent's shutdown first, then signals
 	// after grace. Files in BoxDir are kept.
 	Stop(ctx context.Context, spec Spec, h Handle, grace time.Duration) error

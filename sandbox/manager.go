@@ -77,6 +77,7 @@ type Manager struct {
 	order   []string
 	ctx     context.Context // cancelled by Close; bounds background work
 	cancel  context.CancelFunc
+	wg      sync.WaitGroup // background work (exit watchers, the reaper); Close waits for it
 
 	mu      sync.Mutex            // guards the fields below
 	clients map[string]*agentConn // box id → connected agent client
@@ -132,9 +133,11 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// Close drops agent connections and stops background work. Boxes keep running.
+// Close stops background work, waits for it, and drops agent connections.
+// Boxes keep running. The store may be closed once Close returns.
 func (m *Manager) Close() {
 	m.cancel()
+	m.wg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for id, ac := range m.clients {
@@ -188,8 +191,8 @@ type agentConn struct {
 	used atomic.Int64 // unix nanoseconds
 }
 
-func (a *agentConn) markUsed()           { a.used.Store(time.Now().UnixNano()) }
-func (a *agentConn) lastUsed() time.Time { return time.Unix(0, a.used.Load()) }
+func (a *agentConn) markUsed(t time.Time) { a.used.Store(t.UnixNano()) }
+func (a *agentConn) lastUsed() time.Time  { return time.Unix(0, a.used.Load()) }
 
 // Box is a box as the manager reports it.
 type Box struct {
@@ -323,30 +326,38 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	spec.IDRange = row.IDRange
 	log.Info("creating box", "why_engine", why, "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
 	h, err := m.startLocked(ctx, eng, spec)
+	// From here on the box process may exist whatever ctx says: what
+	// follows is bookkeeping of a side effect.
+	bctx, cancel := background(ctx, time.Minute)
+	defer cancel()
 	if err != nil {
 		// Nothing of a box that never started survives: release what the
-		// engine made and drop the row. Detached from ctx: the caller may be gone.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		derr := eng.Destroy(cctx, spec, h)
+		// engine made and drop the row.
+		derr := eng.Destroy(bctx, spec, h)
 		if derr == nil {
-			derr = m.store.Delete(cctx, row.ID)
-		} else {
-			m.markLocked(cctx, row.ID, StatusFailed, "start failed and cleanup failed: "+derr.Error())
+			derr = m.store.Delete(bctx, row.ID)
+		} else if _, terr := m.transition(bctx, row.ID, StatusFailed, "start failed and cleanup failed: "+derr.Error(), nil); terr != nil {
+			derr = errors.Join(derr, terr)
 		}
 		log.Warn("box failed to start", "err", err, "cleanup_err", derr)
 		released = true
 		lk.unlock(derr == nil)
 		return nil, startError(err)
 	}
-	if err := m.setRunningLocked(ctx, row.ID, h); err != nil {
+	r, err := m.setRunning(bctx, row.ID, h)
+	if err != nil {
+		// The box runs but is not recorded as running: do not leave it so.
+		derr := eng.Destroy(bctx, spec, h)
+		if derr == nil {
+			derr = m.store.Delete(bctx, row.ID)
+		}
+		log.Warn("box started but could not be recorded; removed it", "err", err, "cleanup_err", derr)
+		released = true
+		lk.unlock(derr == nil)
 		return nil, err
 	}
+	m.watch(row.ID, eng, spec, h)
 	log.Info("box running")
-	r, err := m.store.Get(ctx, row.ID)
-	if err != nil {
-		return nil, Wrapf(ErrInternal, err, "box %s vanished after start", row.ID)
-	}
 	return toBox(r), nil
 }
 
@@ -381,40 +392,6 @@ func (m *Manager) startLocked(ctx context.Context, eng Engine, spec Spec) (Handl
 		}
 	}
 	return h, err
-}
-
-func (m *Manager) setRunningLocked(ctx context.Context, id string, h Handle) error {
-	_, err := m.store.Update(ctx, id, func(b *persist.Box) error {
-		if !CanTransition(Status(b.Status), StatusRunning) {
-			return Errorf(ErrFailedPrecondition, "box %s is %s", id, b.Status)
-		}
-		b.Status, b.StatusReason, b.EngineState = string(StatusRunning), "", mustJSON(h)
-		b.LastUsedAt = m.cfg.Now()
-		return nil
-	})
-	if err != nil {
-		return Wrapf(ErrInternal, err, "could not record that box %s runs", id)
-	}
-	return nil
-}
-
-// markLocked moves a box to status s with a reason, if the table allows it.
-func (m *Manager) markLocked(ctx context.Context, id string, s Status, reason string) error {
-	_, err := m.store.Update(ctx, id, func(b *persist.Box) error {
-		if Status(b.Status) == s {
-			b.StatusReason = reason
-			return nil
-		}
-		if !CanTransition(Status(b.Status), s) {
-			return Errorf(ErrFailedPrecondition, "box %s cannot go from %s to %s", id, b.Status, s)
-		}
-		b.Status, b.StatusReason = string(s), reason
-		return nil
-	})
-	if err != nil {
-		m.log.Warn("status change failed", "box_id", id, "to", s, "err", err)
-	}
-	return err
 }
 
 // Get resolves ref (id, name or unique id prefix) among owner's boxes.
@@ -514,29 +491,32 @@ func (m *Manager) stop(ctx context.Context, id, reason string) (*Box, error) {
 	case StatusStopped, StatusFailed:
 		return toBox(r), nil
 	}
-	if err := requireStatus(id, "stop", Status(r.Status), StatusRunning, StatusStarting, StatusStopping, StatusCreating); err != nil {
+	// Under the lock, creating or starting means the server doing it is
+	// gone (a live one holds the lock for the whole start): stopping kills
+	// whatever that start left, like any stop.
+	if err := requireStatus(id, "stop", Status(r.Status), append(canReach(StatusStopping), StatusStopping)...); err != nil {
 		return nil, err
 	}
-	if err := m.markLocked(ctx, id, StatusStopping, reason); err != nil && Status(r.Status) != StatusCreating {
-		return nil, Wrapf(ErrInternal, err, "could not record the stop")
-	}
-	m.dropClient(id)
 	eng, spec, h, err := m.engineFor(r)
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.StopGrace+30*time.Second)
+	// The stop goes on if the caller leaves: a half-stopped box helps no one.
+	sctx, cancel := background(ctx, m.cfg.StopGrace+30*time.Second)
 	defer cancel()
+	if _, err := m.transition(sctx, id, StatusStopping, reason, nil); err != nil {
+		return nil, err
+	}
+	m.dropClient(id)
 	if err := eng.Stop(sctx, spec, h, m.cfg.StopGrace); err != nil {
-		m.markLocked(sctx, id, StatusFailed, "stop failed: "+err.Error())
-		return nil, Wrapf(ErrInternal, err, "box %s did not stop cleanly", id)
+		_, terr := m.transition(sctx, id, StatusFailed, "stop failed: "+PublicMessage(err), nil)
+		return nil, Wrapf(ErrInternal, errors.Join(err, terr), "box %s did not stop cleanly; try again or destroy it", id)
 	}
-	m.markLocked(sctx, id, StatusStopped, reason)
-	m.log.Info("box stopped", "box_id", id, "reason", reason)
-	r, err = m.store.Get(sctx, id)
+	r, err = m.transition(sctx, id, StatusStopped, reason, nil)
 	if err != nil {
-		return nil, Wrapf(ErrNotFound, err, "box %s vanished", id)
+		return nil, err
 	}
+	m.log.Info("box stopped", "box_id", id, "reason", reason)
 	return toBox(r), nil
 }
 
@@ -559,18 +539,20 @@ func (m *Manager) destroy(ctx context.Context, id, reason string) (*Box, error) 
 	removed := false
 	defer func() { lk.unlock(removed) }()
 	// Teardown must finish even if the caller goes away.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	dctx, cancel := background(ctx, 2*time.Minute)
 	defer cancel()
-	if err := m.markLocked(dctx, id, StatusDestroying, reason); err != nil {
-		return nil, Wrapf(ErrInternal, err, "could not record the destroy")
+	eng, spec, h, err := m.engineFor(r)
+	if err != nil {
+		return nil, err // no engine here to kill its process: leave the box alone
+	}
+	if _, err := m.transition(dctx, id, StatusDestroying, reason, nil); err != nil {
+		return nil, err
 	}
 	m.dropClient(id)
-	eng, spec, h, err := m.engineFor(r)
-	if err == nil {
-		err = eng.Destroy(dctx, spec, h)
-	}
-	if err != nil {
-		m.markLocked(dctx, id, StatusDestroying, "destroy incomplete, will retry: "+err.Error())
+	if err := eng.Destroy(dctx, spec, h); err != nil {
+		if _, terr := m.transition(dctx, id, StatusDestroying, "destroy incomplete, will retry: "+PublicMessage(err), nil); terr != nil {
+			err = errors.Join(err, terr)
+		}
 		return nil, Wrapf(ErrInternal, err, "box %s could not be fully destroyed; try again", id)
 	}
 	os.RemoveAll(spec.BoxDir) // engines remove it; this catches a box that never started
@@ -589,7 +571,7 @@ func (m *Manager) engineFor(r *persist.Box) (Engine, Spec, Handle, error) {
 	b := toBox(r)
 	eng, ok := m.engines[r.Engine]
 	if !ok {
-		return nil, b.Spec, Handle{}, Errorf(ErrUnavailable, "box %s runs on engine %s, which this server does not have", r.ID, r.Engine)
+		return nil, b.Spec, Handle{}, Errorf(ErrUnavailable, "box %s runs on engine %s, which this server cannot run (it offers %s); use a server that has engine %s", r.ID, r.Engine, joinComma(m.order), r.Engine)
 	}
 	var h Handle
 	if len(r.EngineState) > 0 {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	leakCheck(t)
 	e := &env{t: t, home: t.TempDir(), world: enginetest.NewWorld()}
 	e.now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
 	e.boot.Store("boot-1")
@@ -67,6 +69,49 @@ type tWriter struct{ t *testing.T }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// mustCreate creates a box or fails the test (never a nil box later).
+func mustCreate(t *testing.T, m *sandbox.Manager, owner string, req sandbox.CreateRequest) *sandbox.Box {
+	t.Helper()
+	b, err := m.Create(context.Background(), owner, req)
+	if err != nil {
+		t.Fatalf("Create(%+v): %v", req, err)
+	}
+	return b
+}
+
+// waitStatus waits (bounded) until box ref has status want: an exit is
+// recorded by the exit watcher in the background.
+func waitStatus(t *testing.T, m *sandbox.Manager, owner, ref string, want sandbox.Status) *sandbox.Box {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err := m.Get(context.Background(), owner, ref)
+		if err == nil && b.Status == want {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("box %s: status %v (err %v); want %s", ref, b, err, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// leakCheck fails the test if goroutines it started outlive it (after every
+// manager is closed and every fake box killed).
+func leakCheck(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
+		}
+	})
 }
 
 func run(t *testing.T, m *sandbox.Manager, owner, ref, script string) (string, *wire.ExecResult) {
@@ -198,7 +243,7 @@ func TestStopStartAndExecRestartsStoppedBox(t *testing.T) {
 	e := newEnv(t)
 	m, _ := e.manager()
 	ctx := context.Background()
-	b, _ := m.Create(ctx, "o", sandbox.CreateRequest{})
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
 	f := filepath.Join(b.Spec.BoxDir, "note")
 	run(t, m, "o", b.ID, "echo kept > "+f)
 	s, err := m.Stop(ctx, "o", b.ID)
@@ -220,16 +265,21 @@ func TestKilledBoxIsNoticedAndRestarted(t *testing.T) {
 	e := newEnv(t)
 	m, fake := e.manager()
 	ctx := context.Background()
-	b, _ := m.Create(ctx, "o", sandbox.CreateRequest{})
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
 	run(t, m, "o", b.ID, "true")
 
 	// Killed mid-exec: the call fails with a clear error and the box is stopped.
 	errc := make(chan error, 1)
+	started := &signalWriter{ch: make(chan struct{})}
 	go func() {
-		_, _, err := m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"sleep", "30"}}, client.ExecIO{})
+		_, _, err := m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"sh", "-c", "echo started; sleep 30"}}, client.ExecIO{Stdout: started})
 		errc <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-started.ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the exec never started")
+	}
 	fake.Kill(b.ID)
 	select {
 	case err := <-errc:
@@ -247,7 +297,7 @@ func TestKilledBoxIsNoticedAndRestarted(t *testing.T) {
 	}
 	// Killed between calls: the next call notices and restarts.
 	fake.Kill(b.ID)
-	time.Sleep(300 * time.Millisecond) // past staleAfter: the cached connection is checked
+	e.advance(time.Second) // past staleAfter: the cached connection is checked
 	if out, _ := run(t, m, "o", b.ID, "echo again"); out != "again\n" {
 		t.Fatalf("after second kill %q", out)
 	}
@@ -258,18 +308,19 @@ func TestReconcile(t *testing.T) {
 	ctx := context.Background()
 	m1, fake := e.manager()
 	m1.Reconcile(ctx) // records the boot id
-	alive, _ := m1.Create(ctx, "o", sandbox.CreateRequest{Name: "alive"})
-	dead, _ := m1.Create(ctx, "o", sandbox.CreateRequest{Name: "dead"})
-	stopped, _ := m1.Create(ctx, "o", sandbox.CreateRequest{Name: "stopped"})
-	m1.Stop(ctx, "o", stopped.ID)
-	fake.Kill(dead.ID)
+	alive := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "alive"})
+	dead := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "dead"})
+	stopped := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "stopped"})
+	if _, err := m1.Stop(ctx, "o", stopped.ID); err != nil {
+		t.Fatal(err)
+	}
 	// An orphan: a box directory whose row is gone, with a "process" still running.
-	orphan, _ := m1.Create(ctx, "o", sandbox.CreateRequest{Name: "orphan"})
+	orphan := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "orphan"})
 	st, _ := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
 	st.Delete(ctx, orphan.ID)
 	st.Close()
 	m1.Close()
-
+	fake.Kill(dead.ID) // dies while no server watches
 	// A new server process on the same home.
 	m2, _ := e.manager()
 	rep := m2.Reconcile(ctx)
@@ -291,7 +342,8 @@ func TestReconcile(t *testing.T) {
 	run(t, m2, "o", "alive", "true") // reattached
 	run(t, m2, "o", "dead", "true")  // restarted on demand
 
-	// Simulated reboot: every box process is gone and the boot id changed.
+	// Simulated reboot: the server and every box process are gone, and the boot id changed.
+	m2.Close()
 	e.world.KillAll()
 	e.boot.Store("boot-2")
 	m3, _ := e.manager()
@@ -304,12 +356,73 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
+// TestExitIsRecordedAtOnce: a box whose process dies is listed as stopped
+// without anyone calling it (the server that started it watches its exit);
+// on the old code it stayed "running" until the next call.
+func TestExitIsRecordedAtOnce(t *testing.T) {
+	e := newEnv(t)
+	m, fake := e.manager()
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
+	fake.Kill(b.ID)
+	got := waitStatus(t, m, "o", b.ID, sandbox.StatusStopped)
+	if got.StatusReason != "box process exited" {
+		t.Fatalf("reason %q", got.StatusReason)
+	}
+	// A second server on the same home learns it from the registry.
+	m2, _ := e.manager()
+	if g, err := m2.Get(context.Background(), "o", b.ID); err != nil || g.Status != sandbox.StatusStopped {
+		t.Fatalf("second server sees %+v, %v", g, err)
+	}
+}
+
+// TestForeignEngineBoxesAreLeftAlone: a server without a box's engine
+// neither marks it failed nor touches it; it refuses calls with a clear
+// error, and a server that has the engine still runs it.
+func TestForeignEngineBoxesAreLeftAlone(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m1, _ := e.manager()
+	b := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "theirs"})
+	m1.Close()
+
+	st, err := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	other, err := sandbox.New(sandbox.Config{Home: e.home, Store: st,
+		Engines: []sandbox.Engine{&enginetest.Fake{W: enginetest.NewWorld(), EngineName: "other"}},
+		BootID:  func() (string, error) { return e.boot.Load().(string), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := other.Reconcile(ctx)
+	if len(rep.Foreign) != 1 || len(rep.Failed)+len(rep.Stopped) != 0 {
+		t.Fatalf("reconcile without the engine: %+v", rep)
+	}
+	other.Reap(ctx)
+	if g, _ := other.Get(ctx, "o", "theirs"); g.Status != sandbox.StatusRunning {
+		t.Fatalf("box is %s after a server without its engine looked at it", g.Status)
+	}
+	_, _, err = other.Exec(ctx, "o", "theirs", wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(sandbox.PublicMessage(err), "cannot run") {
+		t.Fatalf("exec through a server without the engine: %v", err)
+	}
+	if _, err := other.Destroy(ctx, "o", "theirs"); err == nil {
+		t.Fatal("a server without the engine destroyed the box")
+	}
+	other.Close()
+	m3, _ := e.manager()
+	m3.Reconcile(ctx)
+	run(t, m3, "o", b.ID, "true")
+}
+
 func TestReconcileFinishesDestroyAndFailsCrashedCreate(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	m, _ := e.manager()
-	a, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "a"})
-	b, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "b"})
+	a := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "a"})
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "b"})
 	st, _ := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
 	st.Update(ctx, a.ID, func(r *persist.Box) error { r.Status = "destroying"; return nil })
 	st.Update(ctx, b.ID, func(r *persist.Box) error { r.Status = "creating"; return nil })
@@ -333,10 +446,10 @@ func TestReaper(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	m, _ := e.manager()
-	idle, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "idle"})
-	short, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "short", IdleTimeout: time.Minute})
-	used, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "used"})
-	ttl, _ := m.Create(ctx, "o", sandbox.CreateRequest{Name: "ttl", TTL: 5 * time.Minute})
+	idle := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "idle"})
+	short := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "short", IdleTimeout: time.Minute})
+	used := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "used"})
+	ttl := mustCreate(t, m, "o", sandbox.CreateRequest{Name: "ttl", TTL: 5 * time.Minute})
 
 	e.advance(2 * time.Minute)
 	rep := m.Reap(ctx)
@@ -367,7 +480,7 @@ func TestTwoManagersShareBoxes(t *testing.T) {
 	ctx := context.Background()
 	m1, _ := e.manager()
 	m2, _ := e.manager()
-	b, _ := m1.Create(ctx, "o", sandbox.CreateRequest{Name: "shared"})
+	b := mustCreate(t, m1, "o", sandbox.CreateRequest{Name: "shared"})
 	m1.Stop(ctx, "o", "shared")
 	e.world.StartDelay = 300 * time.Millisecond
 	before := e.world.Starts.Load()
@@ -401,7 +514,7 @@ func TestAgentErrorsKeepTheirClass(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	m, _ := e.manager()
-	b, _ := m.Create(ctx, "o", sandbox.CreateRequest{})
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
 	_, _, err := m.ReadFile(ctx, "o", b.ID, wire.ReadFileReq{Path: "/definitely/missing"}, &bytes.Buffer{})
 	if !errors.Is(err, sandbox.ErrNotFound) || !strings.Contains(sandbox.PublicMessage(err), "/definitely/missing") {
 		t.Fatalf("read missing = %v", err)
@@ -409,5 +522,80 @@ func TestAgentErrorsKeepTheirClass(t *testing.T) {
 	_, _, err = m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"no-such-binary-x"}}, client.ExecIO{})
 	if !errors.Is(err, sandbox.ErrNotFound) {
 		t.Fatalf("exec missing binary = %v", err)
+	}
+}
+
+// signalWriter closes ch at its first write.
+type signalWriter struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.ch) })
+	return len(p), nil
+}
+
+// TestStopAbandonedTransition: stop on a box left creating or starting by a
+// server that died kills what that start left and stops the box (it used to
+// do nothing for creating, or fail with an internal error).
+func TestStopAbandonedTransition(t *testing.T) {
+	for _, st := range []sandbox.Status{sandbox.StatusCreating, sandbox.StatusStarting} {
+		t.Run(string(st), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			m, _ := e.manager()
+			b := mustCreate(t, m, "o", sandbox.CreateRequest{})
+			m.Close() // the server "dies" with the box mid-transition
+			db, err := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Update(ctx, b.ID, func(r *persist.Box) error { r.Status = string(st); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			m2, _ := e.manager()
+			got, err := m2.Stop(ctx, "o", b.ID)
+			if err != nil || got.Status != sandbox.StatusStopped {
+				t.Fatalf("Stop of a %s box: %+v, %v", st, got, err)
+			}
+			if e.world.Running() != 0 {
+				t.Fatal("the abandoned box process still runs")
+			}
+			run(t, m2, "o", b.ID, "true") // and it starts again on use
+		})
+	}
+}
+
+// TestReaperSettlesStuckTransitions: a box left in a transitional status by
+// a dead server, which nobody calls, is reconciled by the reaper once it is
+// older than any live transition could be.
+func TestReaperSettlesStuckTransitions(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m, fake := e.manager()
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
+	m.Close()
+	fake.Kill(b.ID)
+	db, err := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Update(ctx, b.ID, func(r *persist.Box) error { r.Status = string(sandbox.StatusCreating); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	m2, _ := e.manager()
+	if rep := m2.Reap(ctx); len(rep.Settled) != 0 {
+		t.Fatalf("a fresh transition was taken for stuck: %+v", rep)
+	}
+	e.advance(400 * 24 * time.Hour) // far past StartTimeout (the store stamps rows with the real clock)
+	rep := m2.Reap(ctx)
+	if fmt.Sprint(rep.Settled) != fmt.Sprint([]string{b.ID}) || len(rep.Errors) != 0 {
+		t.Fatalf("reap: %+v", rep)
+	}
+	if g, _ := m2.Get(ctx, "o", b.ID); g.Status != sandbox.StatusFailed {
+		t.Fatalf("stuck creating box is %s; want failed", g.Status)
 	}
 }

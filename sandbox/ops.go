@@ -57,7 +57,14 @@ func (m *Manager) ensureRunning(ctx context.Context, id string) (*client.Client,
 		c, err := m.connect(ctx, eng, spec, h)
 		if err == nil {
 			if st != StatusRunning {
-				m.setRunningLocked(ctx, id, h)
+				bctx, cancel := background(ctx, bookkeeping)
+				_, terr := m.setRunning(bctx, id, h)
+				cancel()
+				if terr != nil {
+					c.Close()
+					return nil, terr
+				}
+				m.watch(id, eng, spec, h)
 			}
 			return m.keepClient(id, c), nil
 		}
@@ -67,36 +74,48 @@ func (m *Manager) ensureRunning(ctx context.Context, id string) (*client.Client,
 		}
 		reason := "box process exited"
 		if !errors.Is(rerr, ErrNotRunning) {
-			reason = "box process lost: " + rerr.Error()
+			reason = "box process lost"
 		}
-		log.Warn("box found dead; restarting", "reason", reason, "dial_err", err)
-		if st == StatusRunning || st == StatusStopping {
-			m.markLocked(ctx, id, StatusStopped, reason)
-		} else {
-			m.markLocked(ctx, id, StatusFailed, reason)
+		log.Warn("box found dead; restarting", "reason", reason, "recover_err", rerr, "dial_err", err)
+		bctx, cancel := background(ctx, bookkeeping)
+		_, serr := m.settleDead(bctx, r, eng, spec, h, reason)
+		cancel()
+		if serr != nil {
+			return nil, serr
 		}
 	case StatusStopped, StatusFailed:
 	default:
 		return nil, Errorf(ErrInternal, "box %s has unknown status %q", id, r.Status)
 	}
 
-	if err := m.markLocked(ctx, id, StatusStarting, ""); err != nil {
-		return nil, Wrapf(ErrInternal, err, "could not record the start of box %s", id)
+	// Whatever the recorded handle still names (a stop that failed, a
+	// crashed start) is killed first: two processes must never share the
+	// box's disk.
+	if err := eng.Stop(ctx, spec, h, 0); err != nil {
+		return nil, Wrapf(ErrUnavailable, err, "box %s: a leftover of its previous run could not be stopped; try again or destroy it", id)
+	}
+	if _, err := m.transition(ctx, id, StatusStarting, "", nil); err != nil {
+		return nil, err
 	}
 	log.Info("starting box")
 	h, err = m.startLocked(ctx, eng, spec)
+	bctx, cancel := background(ctx, time.Minute)
+	defer cancel()
 	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
 		// Kill what the failed start left; keep the box's files.
-		stopErr := eng.Stop(cctx, spec, h, 0)
-		m.markLocked(cctx, id, StatusFailed, "start failed: "+err.Error())
+		stopErr := eng.Stop(bctx, spec, h, 0)
+		if _, terr := m.transition(bctx, id, StatusFailed, "start failed: "+PublicMessage(err), nil); terr != nil {
+			stopErr = errors.Join(stopErr, terr)
+		}
 		log.Warn("box failed to start", "err", err, "cleanup_err", stopErr)
 		return nil, startError(err)
 	}
-	if err := m.setRunningLocked(ctx, id, h); err != nil {
+	if _, err := m.setRunning(bctx, id, h); err != nil {
+		stopErr := eng.Stop(bctx, spec, h, 0)
+		log.Warn("box started but could not be recorded; stopped it", "err", err, "cleanup_err", stopErr)
 		return nil, err
 	}
+	m.watch(id, eng, spec, h)
 	c, err := m.connect(ctx, eng, spec, h)
 	if err != nil {
 		return nil, Wrapf(ErrUnavailable, err, "box %s started but its agent does not answer", id)
@@ -121,7 +140,7 @@ func (m *Manager) keepClient(id string, c *client.Client) *client.Client {
 		old.c.Close()
 	}
 	ac := &agentConn{c: c}
-	ac.markUsed()
+	ac.markUsed(m.cfg.Now())
 	m.clients[id] = ac
 	return c
 }
@@ -135,8 +154,8 @@ func (m *Manager) cachedClient(ctx context.Context, id string) *client.Client {
 	if ac == nil {
 		return nil
 	}
-	if !ac.c.Closed() && time.Since(ac.lastUsed()) < staleAfter {
-		ac.markUsed()
+	if !ac.c.Closed() && m.cfg.Now().Sub(ac.lastUsed()) < staleAfter {
+		ac.markUsed(m.cfg.Now())
 		return ac.c
 	}
 	if !ac.c.Closed() {
@@ -144,7 +163,7 @@ func (m *Manager) cachedClient(ctx context.Context, id string) *client.Client {
 		err := ac.c.Ping(pctx)
 		cancel()
 		if err == nil {
-			ac.markUsed()
+			ac.markUsed(m.cfg.Now())
 			return ac.c
 		}
 	}
@@ -213,10 +232,12 @@ func (m *Manager) callError(ctx context.Context, id string, c *client.Client, er
 	return Wrapf(ErrInternal, err, "agent call failed")
 }
 
-// checkDead looks at a box whose connection broke. If its process is gone it
-// marks the box stopped and returns the reason; else "".
+// checkDead looks at a box whose connection broke. If its process is gone
+// (the connection can break a moment before the dying process leaves the
+// process table, so it waits up to deathGrace for the exit) it records the
+// exit and returns the reason; else "".
 func (m *Manager) checkDead(ctx context.Context, id string) string {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	cctx, cancel := background(ctx, bookkeeping)
 	defer cancel()
 	lk, err := lockBox(cctx, m.locksDir(), id)
 	if err != nil {
@@ -224,28 +245,33 @@ func (m *Manager) checkDead(ctx context.Context, id string) string {
 	}
 	defer lk.unlock(false)
 	r, err := m.store.Get(cctx, id)
-	if err != nil || Status(r.Status) != StatusRunning {
+	if err != nil {
 		return ""
+	}
+	if Status(r.Status) != StatusRunning {
+		return r.StatusReason // the exit watcher (or another server) recorded it already
 	}
 	eng, spec, h, err := m.engineFor(r)
 	if err != nil {
 		return ""
 	}
-	// The connection can break a moment before the dying process is gone
-	// from the process table: look a few times before calling it alive.
-	rerr := eng.Recover(cctx, spec, h)
-	for i := 0; rerr == nil && i < 10; i++ {
-		time.Sleep(100 * time.Millisecond)
-		rerr = eng.Recover(cctx, spec, h)
+	wctx, wcancel := context.WithTimeout(cctx, deathGrace)
+	werr := eng.Wait(wctx, spec, h)
+	wcancel()
+	if werr != nil {
+		return ""
 	}
-	if rerr != nil {
-		reason := "box process exited"
-		m.markLocked(cctx, id, StatusStopped, reason)
-		m.log.Warn("box process died during a call", "box_id", id, "err", rerr)
-		return reason
+	reason := "box process exited"
+	if _, err := m.settleDead(cctx, r, eng, spec, h, reason); err != nil {
+		m.log.Warn("recording a box exit", "box_id", id, "err", err)
 	}
-	return ""
+	m.log.Warn("box process died during a call", "box_id", id)
+	return reason
 }
+
+// deathGrace is how long a broken connection waits for the box process to
+// exit before calling the box alive.
+const deathGrace = time.Second
 
 func agentClass(c wire.Code) error {
 	switch c {
@@ -268,7 +294,7 @@ func (m *Manager) markUsed(id string) {
 	ac := m.clients[id]
 	m.mu.Unlock()
 	if ac != nil {
-		ac.markUsed()
+		ac.markUsed(m.cfg.Now())
 	}
 }
 

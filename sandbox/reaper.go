@@ -11,25 +11,33 @@ import (
 type ReapReport struct {
 	Stopped   []string // idle boxes stopped
 	Destroyed []string // expired boxes destroyed
+	Settled   []string // boxes stuck in a transition whose server died, reconciled
 	Errors    []error
 }
 
-// Run reaps idle and expired boxes every ReapInterval until ctx is done or
-// the Manager is closed.
-func (m *Manager) Run(ctx context.Context) {
-	t := time.NewTicker(m.cfg.ReapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.ctx.Done():
-			return
-		case <-t.C:
-			m.Reap(ctx)
+// StartReaper reaps idle, expired and stuck boxes every ReapInterval in the
+// background until Close, which waits for it.
+func (m *Manager) StartReaper() {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(m.cfg.ReapInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-t.C:
+				m.Reap(m.ctx)
+			}
 		}
-	}
+	}()
 }
+
+// stuckAfter is how long a box may sit in a transitional status before the
+// reaper takes it for abandoned (a live server holds the box's lock for the
+// whole transition, and a start is bounded by StartTimeout).
+func (m *Manager) stuckAfter() time.Duration { return m.cfg.StartTimeout + time.Minute }
 
 // Reap destroys boxes past their expiry and stops running boxes idle longer
 // than their idle timeout (the box's own, else the server's). Boxes with
@@ -44,7 +52,21 @@ func (m *Manager) Reap(ctx context.Context) ReapReport {
 	}
 	now := m.cfg.Now()
 	for _, r := range rows {
+		if _, ok := m.engines[r.Engine]; !ok {
+			continue // another server's engine: not ours to stop or destroy
+		}
+		st := Status(r.Status)
 		switch {
+		case st != StatusRunning && (st.Live() || st == StatusDestroying) && now.Sub(r.UpdatedAt) > m.stuckAfter():
+			if m.isBusy(r.ID) || !m.lockFree(ctx, r.ID) {
+				continue
+			}
+			var rr ReconcileReport
+			if err := m.reconcileBox(ctx, r.ID, false, &rr); err != nil {
+				rep.Errors = append(rep.Errors, err)
+				continue
+			}
+			rep.Settled = append(rep.Settled, r.ID)
 		case !r.ExpiresAt.IsZero() && now.After(r.ExpiresAt):
 			if m.isBusy(r.ID) {
 				continue
@@ -78,4 +100,16 @@ func (m *Manager) idle(r *persist.Box, now time.Time) bool {
 		timeout = m.cfg.IdleTimeout
 	}
 	return now.Sub(r.LastUsedAt) > timeout
+}
+
+// lockFree reports whether nobody holds box id's lock right now.
+func (m *Manager) lockFree(ctx context.Context, id string) bool {
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	lk, err := lockBox(lctx, m.locksDir(), id)
+	if err != nil {
+		return false
+	}
+	lk.unlock(false)
+	return true
 }

@@ -18,6 +18,7 @@ type ReconcileReport struct {
 	Alive     int      // boxes still running
 	Stopped   []string // boxes found dead and marked stopped
 	Failed    []string // boxes marked failed
+	Foreign   []string // boxes of engines this server does not have: left alone
 	Destroyed []string // half-destroyed boxes finished off
 	Orphans   []string // box directories without a row, cleaned
 	Errors    []error  // per-box failures; one box never aborts the rest
@@ -67,7 +68,7 @@ func (m *Manager) Reconcile(ctx context.Context) ReconcileReport {
 	}
 	m.cleanOrphans(ctx, &rep)
 	m.log.Info("reconciled", "rebooted", rep.Rebooted, "checked", rep.Checked, "alive", rep.Alive,
-		"stopped", len(rep.Stopped), "failed", len(rep.Failed), "destroyed", len(rep.Destroyed), "orphans", len(rep.Orphans), "errors", len(rep.Errors))
+		"stopped", len(rep.Stopped), "failed", len(rep.Failed), "foreign", len(rep.Foreign), "destroyed", len(rep.Destroyed), "orphans", len(rep.Orphans), "errors", len(rep.Errors))
 	return rep
 }
 
@@ -85,6 +86,13 @@ func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, re
 		return err
 	}
 	st := Status(r.Status)
+	if _, ok := m.engines[r.Engine]; !ok && (st.Live() || st == StatusDestroying) {
+		// Another server with that engine may be running it: what this
+		// server cannot prove dead, it leaves alone.
+		lk.unlock(false)
+		rep.Foreign = append(rep.Foreign, id)
+		return nil
+	}
 	if st == StatusDestroying {
 		lk.unlock(false)
 		if _, err := m.destroy(ctx, id, "destroy finished after a restart"); err != nil {
@@ -99,38 +107,66 @@ func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, re
 	}
 	eng, spec, h, err := m.engineFor(r)
 	if err != nil {
-		m.markLocked(ctx, id, StatusFailed, PublicMessage(err))
-		rep.Failed = append(rep.Failed, id)
-		return nil
+		return err
 	}
-	alive := false
 	reason := "host rebooted"
 	if !rebooted {
 		rerr := eng.Recover(ctx, spec, h)
-		alive = rerr == nil
-		reason = "box process exited while no server was watching"
-		if rerr != nil && !errors.Is(rerr, ErrNotRunning) {
-			reason = "box process lost: " + rerr.Error()
+		if rerr == nil {
+			return m.reattach(ctx, r, eng, spec, h, rep)
 		}
-	} else {
-		// Nothing survived the reboot, but sockets and mounts may remain.
-		eng.Stop(ctx, spec, h, 0)
+		reason = "box process exited while no server was watching"
+		if !errors.Is(rerr, ErrNotRunning) {
+			reason = "box process lost"
+			m.log.Warn("box process lost", "box_id", id, "err", rerr)
+		}
 	}
-	switch {
-	case alive && st == StatusRunning:
-		rep.Alive++
-	case alive:
-		// The server that was starting or stopping it died; it runs, so
-		// it is running.
-		m.setRunningLocked(ctx, id, h)
-		rep.Alive++
-	case st == StatusCreating || st == StatusStarting:
-		m.markLocked(ctx, id, StatusFailed, "server stopped while the box was starting")
+	to, err := m.settleDead(ctx, r, eng, spec, h, reason)
+	if err != nil {
+		return err
+	}
+	if to == StatusFailed {
 		rep.Failed = append(rep.Failed, id)
-	default:
-		m.markLocked(ctx, id, StatusStopped, reason)
+	} else {
 		rep.Stopped = append(rep.Stopped, id)
 	}
+	return nil
+}
+
+// agentCheck bounds the hello Reconcile expects from a live box's agent.
+const agentCheck = 10 * time.Second
+
+// reattach takes over a box whose process is alive: its agent must answer
+// (where the channel admits a second server at all), else the box is
+// stopped and marked failed, so nothing ever runs a second process on its
+// disk. A live box becomes running whatever transition was cut short, and
+// this server watches its exit from now on.
+func (m *Manager) reattach(ctx context.Context, r *persist.Box, eng Engine, spec Spec, h Handle, rep *ReconcileReport) error {
+	id := r.ID
+	if !m.exclusive(r) {
+		cctx, cancel := context.WithTimeout(ctx, agentCheck)
+		c, err := m.connect(cctx, eng, spec, h)
+		cancel()
+		if err != nil {
+			m.log.Warn("box runs but its agent does not answer; stopping it", "box_id", id, "err", err)
+			if serr := eng.Stop(ctx, spec, h, 0); serr != nil {
+				return serr
+			}
+			if _, err := m.transition(ctx, id, StatusFailed, "its agent stopped answering; the box was stopped", nil); err != nil {
+				return err
+			}
+			rep.Failed = append(rep.Failed, id)
+			return nil
+		}
+		c.Close()
+	}
+	if Status(r.Status) != StatusRunning {
+		if _, err := m.setRunning(ctx, id, h); err != nil {
+			return err
+		}
+	}
+	m.watch(id, eng, spec, h)
+	rep.Alive++
 	return nil
 }
 

@@ -5,11 +5,14 @@ import "slices"
 // Status is where a box is in its lifecycle:
 //
 //	creating ──► running ──► stopping ──► stopped ──► starting ──► running
-//	    │           │            │           ▲            │
-//	    └───────────┴────────────┴──► failed ┘────────────┘
+//	    │           │            ▲  │         ▲            │
+//	    │           └────────────┘  │         │            │
+//	    ├──► stopping (a stop of a box whose start was abandoned)
+//	    └───────────┴───────────────┴─► failed ┘◄──────────┘
 //
 // Any status may move to destroying; a destroyed box's row is deleted.
-// starting is the restart of a stopped (or failed) box.
+// starting is the restart of a stopped (or failed) box. Every change goes
+// through Manager.transition, which checks this table.
 type Status string
 
 // Statuses.
@@ -28,8 +31,8 @@ var Statuses = []Status{StatusCreating, StatusStarting, StatusRunning, StatusSto
 
 // transitions is the single table of allowed status changes.
 var transitions = map[Status][]Status{
-	StatusCreating:   {StatusRunning, StatusFailed, StatusDestroying},
-	StatusStarting:   {StatusRunning, StatusStopped, StatusFailed, StatusDestroying},
+	StatusCreating:   {StatusRunning, StatusStopping, StatusFailed, StatusDestroying},
+	StatusStarting:   {StatusRunning, StatusStopping, StatusStopped, StatusFailed, StatusDestroying},
 	StatusRunning:    {StatusStopping, StatusStopped, StatusFailed, StatusDestroying},
 	StatusStopping:   {StatusStopped, StatusFailed, StatusDestroying},
 	StatusStopped:    {StatusStarting, StatusDestroying},
@@ -39,6 +42,19 @@ var transitions = map[Status][]Status{
 
 // CanTransition reports whether a box may go from one status to another.
 func CanTransition(from, to Status) bool { return slices.Contains(transitions[from], to) }
+
+// canReach lists the statuses from which a box may move to status to, in
+// lifecycle order: the "allowed from" list of every action, derived from
+// the table instead of written out again.
+func canReach(to Status) []Status {
+	var from []Status
+	for _, s := range Statuses {
+		if CanTransition(s, to) {
+			from = append(from, s)
+		}
+	}
+	return from
+}
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool { _, ok := transitions[s]; return ok }

@@ -2,35 +2,69 @@ package sandbox
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
-// TestTransitionTable checks every (from, to) pair against the lifecycle.
-func TestTransitionTable(t *testing.T) {
-	allowed := map[[2]Status]bool{
-		{StatusCreating, StatusRunning}: true, {StatusCreating, StatusFailed}: true, {StatusCreating, StatusDestroying}: true,
-		{StatusStarting, StatusRunning}: true, {StatusStarting, StatusStopped}: true, {StatusStarting, StatusFailed}: true, {StatusStarting, StatusDestroying}: true,
-		{StatusRunning, StatusStopping}: true, {StatusRunning, StatusStopped}: true, {StatusRunning, StatusFailed}: true, {StatusRunning, StatusDestroying}: true,
-		{StatusStopping, StatusStopped}: true, {StatusStopping, StatusFailed}: true, {StatusStopping, StatusDestroying}: true,
-		{StatusStopped, StatusStarting}: true, {StatusStopped, StatusDestroying}: true,
-		{StatusFailed, StatusStarting}: true, {StatusFailed, StatusStopped}: true, {StatusFailed, StatusDestroying}: true,
-		{StatusDestroying, StatusFailed}: true,
+// TestLifecycleWalks checks the table by the lifecycle it must allow and
+// forbid, not by a copy of itself: every path a box takes is walkable, and
+// the moves that would lose track of a process are refused.
+func TestLifecycleWalks(t *testing.T) {
+	walks := [][]Status{
+		{StatusCreating, StatusRunning, StatusStopping, StatusStopped, StatusStarting, StatusRunning}, // create, idle stop, restart
+		{StatusCreating, StatusFailed, StatusStarting, StatusRunning},                                 // failed create, retried on use
+		{StatusCreating, StatusStopping, StatusStopped},                                               // stop of an abandoned create
+		{StatusStarting, StatusStopping, StatusStopped},                                               // stop of an abandoned restart
+		{StatusRunning, StatusStopped},                                                                // the process died on its own
+		{StatusStopping, StatusFailed, StatusStopped},                                                 // a stop that failed, then settled
+		{StatusRunning, StatusDestroying, StatusFailed, StatusDestroying},                             // destroy retried
 	}
-	n := 0
-	for _, from := range Statuses {
-		for _, to := range Statuses {
-			want := allowed[[2]Status{from, to}]
-			if got := CanTransition(from, to); got != want {
-				t.Errorf("CanTransition(%s, %s) = %v; want %v", from, to, got, want)
+	for _, w := range walks {
+		for i := 1; i < len(w); i++ {
+			if !CanTransition(w[i-1], w[i]) {
+				t.Errorf("walk %v: %s → %s refused", w, w[i-1], w[i])
 			}
-			n++
 		}
 	}
-	if n != 49 {
-		t.Fatalf("checked %d pairs", n)
+	refused := [][2]Status{
+		{StatusStopped, StatusRunning},     // a stopped box runs only through starting
+		{StatusFailed, StatusRunning},      // nor does a failed one
+		{StatusDestroying, StatusRunning},  // nothing comes back from a destroy
+		{StatusDestroying, StatusStopped},  // a destroy finishes by deleting the row
+		{StatusStopped, StatusStopping},    // nothing to stop
+		{StatusStopping, StatusRunning},    // a stop is not undone
+		{StatusCreating, StatusStarting},   // a create is not a restart
+		{StatusStopped, StatusFailed},      // a stopped box has no process that could fail
+		{StatusDestroying, StatusStarting}, // a box being destroyed never starts
+	}
+	for _, r := range refused {
+		if CanTransition(r[0], r[1]) {
+			t.Errorf("%s → %s allowed", r[0], r[1])
+		}
+	}
+	for _, s := range Statuses {
+		if s != StatusDestroying && !CanTransition(s, StatusDestroying) {
+			t.Errorf("%s cannot be destroyed", s)
+		}
+		if !s.Valid() {
+			t.Errorf("%s not valid", s)
+		}
 	}
 	if CanTransition("bogus", StatusRunning) || Status("bogus").Valid() {
 		t.Error("unknown status accepted")
+	}
+}
+
+func TestCanReachIsDerived(t *testing.T) {
+	from := canReach(StatusStopping)
+	want := []Status{StatusCreating, StatusStarting, StatusRunning}
+	if !slices.Equal(from, want) {
+		t.Fatalf("canReach(stopping) = %v; want %v", from, want)
+	}
+	for _, s := range Statuses {
+		if slices.Contains(canReach(StatusStarting), s) != CanTransition(s, StatusStarting) {
+			t.Errorf("canReach disagrees with the table for %s", s)
+		}
 	}
 }
 

@@ -28,6 +28,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		idle          = fs.Duration("idle-timeout", 15*time.Minute, "stop boxes unused this long")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		grace         = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
+		maxSessions   = fs.Int("max-sessions", transport.DefaultMaxSessions, "open HTTP/SSE MCP sessions allowed in total")
+		ownerSessions = fs.Int("owner-max-sessions", transport.DefaultOwnerMaxSessions, "open HTTP/SSE MCP sessions allowed per owner (token); without --token-file only --max-sessions applies")
 		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
 		origins       stringList
 	)
@@ -49,6 +51,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		if tokens, err = transport.LoadTokens(*tokenFile); err != nil {
 			return err
 		}
+	}
+	if *maxSessions < 1 || *ownerSessions < 1 {
+		return usageError{"--max-sessions and --owner-max-sessions must be at least 1"}
 	}
 	if *transportName != "stdio" && tokens == nil && !transport.IsLoopback(*listen) {
 		return fmt.Errorf("refusing to listen on %s without --token-file: unauthenticated access is only allowed on loopback", *listen)
@@ -75,7 +80,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	m.Reconcile(rctx)
 	cancel()
-	go m.Run(ctx)
+	m.StartReaper()
 
 	chosen, why, perr := m.PickEngine(ctx, "auto")
 	if perr != nil {
@@ -100,7 +105,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("serving MCP on stdio", "home", *home, "version", Version)
 		return transport.ServeStdio(ctx, srv, os.Stdin, os.Stdout, log)
 	}
-	return transport.ServeHTTP(ctx, transport.HTTPConfig{MCP: srv, Listen: *listen, Tokens: tokens, AllowOrigins: origins, Logger: log},
+	return transport.ServeHTTP(ctx, transport.HTTPConfig{MCP: srv, Listen: *listen, Tokens: tokens, AllowOrigins: origins, Logger: log,
+		MaxSessions: *maxSessions, OwnerMaxSessions: *ownerSessions},
 		*grace, func(addr string) {
 			url := "http://" + addr
 			engineLine := "none usable"

@@ -5,6 +5,7 @@
 package proc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -117,47 +118,56 @@ func ignoreESRCH(err error) error {
 
 // Wait blocks until the process has exited or timeout passes; it reports
 // whether the process is gone. It works for processes that are not our
-// children (pidfd + poll), and reaps our own children.
+// children. It never reaps: whoever started a child owns its wait (an
+// exited child counts as gone while it is a zombie).
 func (id ID) Wait(timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	fd, err := unix.PidfdOpen(id.PID, 0)
-	if err == nil {
-		defer unix.Close(fd)
-		if !id.Alive() {
-			reap(id.PID)
-			return true
-		}
-		for {
-			ms := int(time.Until(deadline).Milliseconds())
-			if ms < 0 {
-				ms = 0
-			}
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, ms)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if n > 0 {
-				reap(id.PID)
-				return true
-			}
-			return !id.Alive()
-		}
-	}
-	for id.Alive() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		reap(id.PID)
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return id.Exited(ctx) == nil
 }
 
-// reap collects pid if it is our exited child; otherwise it does nothing.
-func reap(pid int) {
-	var ws unix.WaitStatus
-	unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+// Exited blocks until the process has exited (nil) or ctx ends (its
+// error). It waits on a pidfd through the runtime's poller, so a blocked
+// Exited holds no thread; kernels without pidfds get a polling loop.
+func (id ID) Exited(ctx context.Context) error {
+	fd, err := unix.PidfdOpen(id.PID, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ESRCH) || id.PID <= 0 {
+		return nil
+	}
+	if err != nil {
+		for id.Alive() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	if !id.Alive() { // exited, or the pid is another process's by now
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err = rc.Read(func(fd uintptr) bool {
+		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		return n > 0
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if id.Alive() {
+			return err
+		}
+	}
+	return nil
 }
 
 // BootID returns the kernel's boot id, which changes at every boot.

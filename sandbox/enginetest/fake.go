@@ -105,6 +105,24 @@ func (f *Fake) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, er
 	return sandbox.Handle{Version: 1, Engine: f.Name(), State: st}, nil
 }
 
+// Wait implements sandbox.Engine.
+func (f *Fake) Wait(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	var st fakeState
+	json.Unmarshal(h.State, &st)
+	f.W.mu.Lock()
+	b := f.W.boxes[spec.ID]
+	f.W.mu.Unlock()
+	if b == nil || b.token != st.Token {
+		return nil
+	}
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Kill simulates the box process dying: the agent and its connections go away.
 func (f *Fake) Kill(id string) {
 	f.W.mu.Lock()

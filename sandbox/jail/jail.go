@@ -472,6 +472,15 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 	return nil
 }
 
+// Wait implements sandbox.Engine.
+func (e *Engine) Wait(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
+	st, err := decodeState(h)
+	if err != nil {
+		return err
+	}
+	return st.Proc.Exited(ctx)
+}
+
 // Dial implements sandbox.Engine.
 func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
 	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
