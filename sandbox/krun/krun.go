@@ -154,17 +154,9 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
 	}
-	disk := filepath.Join(spec.BoxDir, "disk.qcow2")
-	if _, err := os.Stat(disk); err != nil {
-		tmp := disk + ".tmp"
-		out, err := exec.CommandContext(ctx, e.cfg.QemuImg, "create", "-q", "-f", "qcow2", "-F", "raw", "-b", img.Ext4Path(), tmp).CombinedOutput()
-		if err != nil {
-			os.Remove(tmp)
-			return h, sandbox.Wrapf(sandbox.ErrInternal, fmt.Errorf("%v: %s", err, out), "cannot create the box's disk")
-		}
-		if err := os.Rename(tmp, disk); err != nil {
-			return h, err
-		}
+	disk, err := sandbox.CreateOverlay(ctx, e.cfg.QemuImg, spec.BoxDir, img.Ext4Path(), spec.DiskMiB)
+	if err != nil {
+		return h, err
 	}
 	// libkrun creates the socket itself and refuses an existing path.
 	os.Remove(spec.Socket)

@@ -171,3 +171,29 @@ func TestKrunShimFailureIsReported(t *testing.T) {
 	}
 	e.Destroy(context.Background(), spec, sandbox.Handle{})
 }
+
+// TestKrunDiskSize: the box's disk is the size asked for (disk_mib), made by
+// the helper both VM engines share.
+func TestKrunDiskSize(t *testing.T) {
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Skip("qemu-img not installed")
+	}
+	home := testenv.Home(t)
+	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
+	e := newEngine(t, fe)
+	spec := specFor(home, persist.NewID())
+	spec.DiskMiB = 5000
+	h, err := e.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Destroy(context.Background(), spec, h) })
+	out, err := exec.Command(qemuImg, "info", "--output=json", "-U", filepath.Join(spec.BoxDir, sandbox.DiskFile)).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"virtual-size": 5242880000,`) {
+		t.Fatalf("disk of a 5000 MiB box:\n%s", out)
+	}
+}

@@ -217,23 +217,8 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 // prepareDisk creates the box's qcow2 overlay over the image's ext4 once;
 // a restart keeps it, so files survive.
 func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) error {
-	disk := filepath.Join(spec.BoxDir, "disk.qcow2")
-	if _, err := os.Stat(disk); err == nil {
-		return nil
-	}
-	tmp := disk + ".tmp"
-	args := []string{"create", "-q", "-f", "qcow2", "-F", "raw", "-b", img.Ext4Path(), tmp}
-	if spec.DiskMiB > 0 {
-		args = append(args, strconv.Itoa(spec.DiskMiB)+"M")
-	}
-	if out, err := exec.CommandContext(ctx, e.cfg.QemuImg, args...).CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		if bytes.Contains(out, []byte("No space left")) {
-			return sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "no space left for the box's disk")
-		}
-		return sandbox.Wrapf(sandbox.ErrInternal, fmt.Errorf("%v: %s", err, out), "cannot create the box's disk")
-	}
-	return os.Rename(tmp, disk)
+	_, err := sandbox.CreateOverlay(ctx, e.cfg.QemuImg, spec.BoxDir, img.Ext4Path(), spec.DiskMiB)
+	return err
 }
 
 // boot runs one QEMU and waits for the agent's hello.
@@ -329,7 +314,7 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		"-smp", strconv.Itoa(max(spec.CPUs, 1)), "-m", strconv.Itoa(spec.MemoryMiB),
 		"-kernel", img.KernelPath(), "-initrd", initrd, "-append", appendArgs,
 		"-chardev", "file,id=con,path=" + console + ",append=on", "-serial", "chardev:con",
-		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, "disk.qcow2") + ",format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
+		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, sandbox.DiskFile) + ",format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-qmp", "unix:" + st.QMP + ",server=on,wait=off",
 	}
