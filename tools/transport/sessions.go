@@ -60,8 +60,8 @@ func newSessionTable(max, ownerMax int, idleTTL time.Duration) *sessionTable {
 }
 
 // slot is a place under the caps, reserved by a request that may open a
-// session (an initialize POST, a GET /sse). Exactly one of bind or release
-// ends it; both take the table's lock.
+// session (an initialize POST, a GET /sse). release (never bound) or
+// forget/end (bound) gives it back; its fields are guarded by the table's mu.
 type slot struct {
 	owner    string
 	kind     sessionKind
