@@ -18,11 +18,16 @@ func imageBuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		name   = fs.String("name", "default", "image name")
 		home   = fs.String("home", defaultHome(), "boxlite home directory")
 		agent  = fs.String("agent", "", "boxlite-guest binary (default: next to this executable)")
-		mirror = fs.String("mirror", "", "Debian mirror (default: the host's apt mirror)")
+		mirror = fs.String("mirror", "", "Debian archive to build from, e.g. http://MIRROR/debian (default: the one the host's apt sources use)")
 		force  = fs.Bool("force", false, "rebuild even if the image exists")
 	)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *mirror != "" {
+		if err := image.CheckMirror(*mirror); err != nil {
+			return usageError{"--mirror: " + err.Error()}
+		}
 	}
 	if *agent == "" {
 		exe, err := os.Executable()

@@ -1,8 +1,6 @@
 package image
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -41,9 +39,11 @@ type BuildConfig struct {
 	Agent string
 	// AgentVersion is recorded in the manifest.
 	AgentVersion string
-	Suite        string   // default "bookworm"
-	Mirror       string   // default: the host's apt mirror, else deb.debian.org
-	Packages     []string // default: python3, nodejs, ca-certificates (bash, coreutils are in minbase)
+	Suite        string // default "bookworm"
+	// Mirror is the Debian archive to debootstrap from (default: the one the
+	// host's apt sources use; a build fails with ErrNoMirror without either).
+	Mirror   string
+	Packages []string // default: python3, nodejs, ca-certificates (bash, coreutils are in minbase)
 	// Ext4Size is the size of rootfs.ext4 (default 4 GiB, sparse).
 	Ext4Size int64
 	// Kernel, when set, adds VM boot files (vmlinuz, initramfs.cpio).
@@ -64,9 +64,6 @@ func (c *BuildConfig) setDefaults() {
 	if c.Suite == "" {
 		c.Suite = "bookworm"
 	}
-	if c.Mirror == "" {
-		c.Mirror = HostMirror()
-	}
 	if len(c.Packages) == 0 {
 		c.Packages = []string{"python3", "nodejs", "ca-certificates"}
 	}
@@ -79,27 +76,6 @@ func (c *BuildConfig) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-}
-
-// HostMirror returns the Debian mirror the host's apt uses, or deb.debian.org.
-func HostMirror() string {
-	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			switch {
-			case len(fields) >= 2 && fields[0] == "URIs:" && !strings.Contains(fields[1], "security"):
-				return fields[1]
-			case len(fields) >= 3 && fields[0] == "deb" && !strings.Contains(fields[1], "security") && !strings.HasPrefix(fields[1], "["):
-				return fields[1]
-			}
-		}
-	}
-	return "http://deb.debian.org/debian"
 }
 
 // Preflight checks what a build needs and says what to do about it.
@@ -157,6 +133,16 @@ func Build(ctx context.Context, cfg BuildConfig) (*Image, error) {
 		}
 	}
 	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	if cfg.Mirror == "" {
+		uri, from, err := HostMirror(ctx, "/", cfg.Suite)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Progress, "Debian mirror %s (from %s; --mirror overrides it)\n", uri, from)
+		cfg.Mirror = uri
+	} else if err := CheckMirror(cfg.Mirror); err != nil {
 		return nil, err
 	}
 	// Leftovers of interrupted builds of this image.
