@@ -10,32 +10,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
 	"github.com/boxlite-ai/boxlite-mcp/internal/inroot"
 )
 
-// File descriptors a jail engine hands to the agent started with --jail-init.
-const (
-	JailFDListener = 3 // the agent's listening unix socket
-	JailFDSync     = 4 // read end of the start pipe: one byte means "go"
-	JailFDExe      = 5 // the agent binary itself (it is exec'd through this descriptor)
-	JailFDWork     = 6 // optional: the work cgroup's directory (v2) or tasks file (v1)
-	JailFDWorkBack = 7 // v1 only: the tasks file of the agent's own pids cgroup
-	jailFDMax      = JailFDExe
-)
-
-// JailConfig is what a jail engine sends the agent's --jail-init stage on stdin.
-type JailConfig struct {
-	// Root is the box's root file system, mounted by the engine before
-	// the namespaces were made (and already detached on the host).
-	Root       string   `json:"root"`
-	Hostname   string   `json:"hostname"`
-	Network    bool     `json:"network"`
-	TmpSizeMiB int      `json:"tmp_size_mib"`
-	Env        []string `json:"env"`
-	Seccomp    bool     `json:"seccomp"`
-	// WorkCgroupV2 says JailFDWork is a cgroup v2 directory (else v1 tasks files).
-	WorkCgroupV2 bool `json:"work_cgroup_v2"`
-}
+// JailConfig is what a jail engine sends the --jail-init stage on stdin.
+type JailConfig = jailspec.Config
 
 // JailInit turns the agent into a jail's first process. It runs as root of
 // the box's new user namespace and PID 1 of its new pid namespace, in new
@@ -43,7 +23,7 @@ type JailConfig struct {
 // reads its JailConfig from stdin, waits for the engine's start signal,
 // bind-mounts the box root the engine prepared, mounts /proc, /sys, a
 // minimal /dev and /tmp, pivots into the root, sets the environment and
-// installs the seccomp filter. The caller then serves on JailFDListener.
+// installs the seccomp filter. The caller then serves on jailspec.FDListener.
 // Errors are for stderr (the box's console.log).
 func JailInit() (*JailConfig, *WorkCgroup, error) {
 	var cfg JailConfig
@@ -52,7 +32,7 @@ func JailInit() (*JailConfig, *WorkCgroup, error) {
 	}
 	// Wait for the engine: it puts us in the cgroups and sets up the network first.
 	var b [1]byte
-	if n, _ := unix.Read(JailFDSync, b[:]); n != 1 {
+	if n, _ := unix.Read(int(jailspec.FDSync), b[:]); n != 1 {
 		return nil, nil, errors.New("engine went away before the start signal")
 	}
 	if err := enterJail(cfg); err != nil {
@@ -60,11 +40,11 @@ func JailInit() (*JailConfig, *WorkCgroup, error) {
 	}
 	var st unix.Stat_t
 	var work *WorkCgroup
-	if unix.Fstat(JailFDWork, &st) == nil {
+	if unix.Fstat(int(jailspec.FDWork), &st) == nil {
 		if cfg.WorkCgroupV2 {
-			work = &WorkCgroup{Dir: os.NewFile(JailFDWork, "work-cgroup")}
-		} else if unix.Fstat(JailFDWorkBack, &st) == nil {
-			work = &WorkCgroup{Tasks: os.NewFile(JailFDWork, "work-tasks"), Back: os.NewFile(JailFDWorkBack, "agent-tasks")}
+			work = &WorkCgroup{Dir: os.NewFile(uintptr(jailspec.FDWork), "work-cgroup")}
+		} else if unix.Fstat(int(jailspec.FDWorkBack), &st) == nil {
+			work = &WorkCgroup{Tasks: os.NewFile(uintptr(jailspec.FDWork), "work-tasks"), Back: os.NewFile(uintptr(jailspec.FDWorkBack), "agent-tasks")}
 		}
 	}
 	return &cfg, work, nil
@@ -117,11 +97,11 @@ func enterJail(cfg JailConfig) error {
 	if err := unix.Chdir("/"); err != nil {
 		return err
 	}
-	for f := JailFDSync; f <= jailFDMax; f++ {
-		unix.Close(f)
+	for _, f := range jailspec.Setup {
+		unix.Close(int(f))
 	}
-	unix.CloseOnExec(JailFDWork) // never inherited by user processes
-	unix.CloseOnExec(JailFDWorkBack)
+	unix.CloseOnExec(int(jailspec.FDWork)) // never inherited by user processes
+	unix.CloseOnExec(int(jailspec.FDWorkBack))
 	os.Clearenv()
 	for _, kv := range cfg.Env {
 		if k, v, ok := strings.Cut(kv, "="); ok {

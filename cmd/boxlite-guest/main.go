@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
 )
 
 func main() {
@@ -62,7 +63,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "boxlite jail init: %v\n", err)
 			os.Exit(125)
 		}
-		*listen, *init_, *noMounts = fmt.Sprintf("fd:%d", guestagent.JailFDListener), true, true
+		*listen, *init_, *noMounts = fmt.Sprintf("fd:%d", jailspec.FDListener), true, true
 	}
 	if *listen == "" && os.Getpid() == 1 {
 		// Booted by a VM engine as /init: the configuration is in the initramfs.

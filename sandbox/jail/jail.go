@@ -30,7 +30,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
@@ -306,7 +306,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	cleanups = append(cleanups, func() { unmountRoot(root) })
 	defer detachRoot(root)
 
-	cfg := guestagent.JailConfig{
+	cfg := jailspec.Config{
 		Root:         root,
 		Hostname:     hostname(spec),
 		Network:      spec.Network,
@@ -317,11 +317,11 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 
-	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(guestagent.JailFDExe), "--jail-init")
+	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(int(jailspec.FDExe)), "--jail-init")
 	cmd.Args[0] = "boxlite-guest"
 	cmd.Stdin = bytes.NewReader(cfgJSON)
 	cmd.Stdout, cmd.Stderr = console, console
-	cmd.ExtraFiles = []*os.File{lf, syncR, agent}
+	fds := map[jailspec.FD]*os.File{jailspec.FDListener: lf, jailspec.FDSync: syncR, jailspec.FDExe: agent}
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -343,12 +343,11 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	cleanups = append(cleanups, func() { removeCgroups(cgs.Dirs) })
 	if cgs.Work != "" {
-		// fd guestagent.JailFDWork (and JailFDWorkBack on v1).
-		paths := []string{cgs.Work}
+		paths := map[jailspec.FD]string{jailspec.FDWork: cgs.Work}
 		if !cg.V2 {
-			paths = append(paths, cgs.WorkBack)
+			paths[jailspec.FDWorkBack] = cgs.WorkBack
 		}
-		for _, p := range paths {
+		for fd, p := range paths {
 			flag := os.O_WRONLY
 			if cg.V2 {
 				flag = os.O_RDONLY // a directory, for CLONE_INTO_CGROUP
@@ -358,9 +357,10 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 				return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot open the box's work cgroup")
 			}
 			defer f.Close()
-			cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+			fds[fd] = f
 		}
 	}
+	cmd.ExtraFiles = jailspec.Files(fds)
 	if cg.V2 {
 		// The cgroup namespace root would be the server's cgroup, outside
 		// the box's: v2 delegation needs the box's cgroups inside it.
