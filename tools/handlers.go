@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
-	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,14 +17,12 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
-	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 func invalid(format string, args ...any) *mcp.CallToolResult {
-	return mcp.NewToolResultError(fmt.Sprintf(format, args...))
+	return errorResult(fmt.Sprintf(format, args...))
 }
 
 func rfc3339(t time.Time) string {
@@ -42,6 +38,9 @@ func (s *Server) createBox(ctx context.Context, req mcp.CallToolRequest, in Crea
 	}
 	if in.TTLSeconds < 0 || in.TTLSeconds > MaxTTLSeconds || in.IdleTimeoutSeconds < 0 || in.IdleTimeoutSeconds > MaxTTLSeconds {
 		return invalid("ttl_seconds and idle_timeout_seconds must be between 0 and %d", MaxTTLSeconds), nil
+	}
+	if bad := checkEnv(in.Env); bad != nil {
+		return bad, nil
 	}
 	var b *sandbox.Box
 	err := s.withProgress(ctx, req, "starting the box", func(func(string)) error {
@@ -64,182 +63,6 @@ func (s *Server) createBox(ctx context.Context, req mcp.CallToolRequest, in Crea
 	text := fmt.Sprintf("Box %s is %s on the %s engine (image %s, %d CPU, %d MiB). Use box=%q with run_code.",
 		ref, b.Status, b.Engine, b.Image, b.Spec.CPUs, b.Spec.MemoryMiB, firstNonEmpty(b.Name, b.ID))
 	return mcp.NewToolResultStructured(out, text), nil
-}
-
-// interpreters maps run_code languages to the program, its inline-code
-// flag, and the file extension used for code too big for argv.
-var interpreters = map[string]struct {
-	argv []string
-	ext  string
-}{
-	"python":     {[]string{"python3", "-c"}, ".py"},
-	"javascript": {[]string{"node", "-e"}, ".js"},
-	"bash":       {[]string{"bash", "-c"}, ".sh"},
-	"sh":         {[]string{"sh", "-c"}, ".sh"},
-}
-
-// inlineLimit is the largest code passed on the command line (the kernel
-// caps one argument at 128 KiB); bigger code goes through a file.
-const inlineLimit = 100 << 10
-
-func (s *Server) runCode(ctx context.Context, req mcp.CallToolRequest, in RunCodeIn) (*mcp.CallToolResult, error) {
-	lang := in.Language
-	if lang == "" {
-		lang = "python"
-	}
-	it, ok := interpreters[lang]
-	if !ok {
-		return invalid("language must be one of %s (got %q)", strings.Join(Languages, ", "), in.Language), nil
-	}
-	if len(in.Code) > MaxCodeBytes {
-		return invalid("code is %d bytes; the limit is %d bytes (write a file with write_file and run it with exec_command)", len(in.Code), MaxCodeBytes), nil
-	}
-	argv := append(append([]string{}, it.argv...), in.Code)
-	var cleanup string
-	if len(in.Code) > inlineLimit {
-		p := "/tmp/.boxlite-run-" + persist.NewID() + it.ext
-		if _, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, wire.WriteFileReq{Path: p, Mode: 0o600, Size: int64(len(in.Code))}, strings.NewReader(in.Code)); err != nil {
-			return s.toolError(ctx, "run_code", err), nil
-		}
-		argv, cleanup = []string{it.argv[0], p}, p
-	}
-	res := s.run(ctx, req, "run_code", in.Box, argv, in.TimeoutSeconds, in.Stdin, in.Env, in.Cwd)
-	if cleanup != "" {
-		s.m.Exec(context.WithoutCancel(ctx), Owner(ctx), in.Box, wire.ExecRequest{Argv: []string{"rm", "-f", cleanup}, TimeoutMs: 10_000}, client.ExecIO{})
-	}
-	return res, nil
-}
-
-func (s *Server) execCommand(ctx context.Context, req mcp.CallToolRequest, in ExecCommandIn) (*mcp.CallToolResult, error) {
-	if len(in.Command) > MaxCodeBytes {
-		return invalid("command is %d bytes; the limit is %d bytes", len(in.Command), MaxCodeBytes), nil
-	}
-	if strings.TrimSpace(in.Command) == "" {
-		return invalid("command is empty"), nil
-	}
-	return s.run(ctx, req, "exec_command", in.Box, []string{"/bin/sh", "-c", in.Command}, in.TimeoutSeconds, in.Stdin, in.Env, in.Cwd), nil
-}
-
-var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-// outBuffer collects one stream and remembers its last complete line.
-type outBuffer struct {
-	mu   sync.Mutex
-	buf  bytes.Buffer
-	last string
-}
-
-func (o *outBuffer) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(p)
-	b := bytes.TrimRight(o.buf.Bytes(), "\n")
-	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-		b = b[i+1:]
-	}
-	o.last = string(b[:min(len(b), 200)])
-	return len(p), nil
-}
-
-func (o *outBuffer) lastLine() string { o.mu.Lock(); defer o.mu.Unlock(); return o.last }
-func (o *outBuffer) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return strings.ToValidUTF8(o.buf.String(), "\uFFFD")
-}
-
-// run executes argv in the box with the common run_code/exec_command options.
-func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box string, argv []string, timeoutSecs int, stdin string, env map[string]string, cwd string) *mcp.CallToolResult {
-	if timeoutSecs == 0 {
-		timeoutSecs = DefaultTimeoutSecs
-	}
-	if timeoutSecs < 1 || timeoutSecs > MaxTimeoutSecs {
-		return invalid("timeout_seconds must be between 1 and %d (got %d)", MaxTimeoutSecs, timeoutSecs)
-	}
-	if len(stdin) > MaxStdinBytes {
-		return invalid("stdin is %d bytes; the limit is %d bytes", len(stdin), MaxStdinBytes)
-	}
-	if len(env) > MaxEnvVars {
-		return invalid("at most %d environment variables", MaxEnvVars)
-	}
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		if !envKeyRE.MatchString(k) {
-			return invalid("environment variable name %q is not valid", k)
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var envList []string
-	for _, k := range keys {
-		envList = append(envList, k+"="+env[k])
-	}
-	if cwd == "" {
-		cwd = "/root"
-	} else if !path.IsAbs(cwd) {
-		return invalid("cwd must be an absolute path (got %q)", cwd)
-	}
-	er := wire.ExecRequest{Argv: argv, Env: envList, Cwd: cwd, Stdin: []byte(stdin), TimeoutMs: int64(timeoutSecs) * 1000, OutputLimit: s.cfg.OutputLimit}
-	var stdout, stderr outBuffer
-	var res *wire.ExecResult
-	err := s.withProgress(ctx, req, "running", func(setMsg func(string)) error {
-		var err error
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(s.cfg.ProgressEvery / 2):
-					setMsg(firstNonEmpty(stderr.lastLine(), stdout.lastLine()))
-				}
-			}
-		}()
-		res, _, err = s.m.Exec(ctx, Owner(ctx), box, er, client.ExecIO{Stdout: &stdout, Stderr: &stderr})
-		return err
-	})
-	if err != nil {
-		return s.toolError(ctx, tool, err)
-	}
-	out := RunOut{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: res.ExitCode, TimedOut: res.TimedOut, Truncated: res.Truncated, DurationMs: res.DurationMs}
-	return mcp.NewToolResultStructured(out, renderRun(out, res.Signal, timeoutSecs))
-}
-
-func renderRun(o RunOut, signal string, timeoutSecs int) string {
-	var b strings.Builder
-	switch {
-	case o.TimedOut:
-		fmt.Fprintf(&b, "timed out after %ds and was killed", timeoutSecs)
-	case signal != "":
-		fmt.Fprintf(&b, "killed by %s", signal)
-		if signal == "SIGKILL" {
-			b.WriteString(" (out of memory?)")
-		}
-	default:
-		fmt.Fprintf(&b, "exit code %d", o.ExitCode)
-	}
-	fmt.Fprintf(&b, " in %.2fs", float64(o.DurationMs)/1000)
-	if o.Truncated {
-		b.WriteString("; output truncated at the server's limit")
-	}
-	b.WriteString("\n")
-	if o.Stdout != "" {
-		b.WriteString("--- stdout ---\n" + o.Stdout)
-		if !strings.HasSuffix(o.Stdout, "\n") {
-			b.WriteString("\n")
-		}
-	}
-	if o.Stderr != "" {
-		b.WriteString("--- stderr ---\n" + o.Stderr)
-		if !strings.HasSuffix(o.Stderr, "\n") {
-			b.WriteString("\n")
-		}
-	}
-	if o.Stdout == "" && o.Stderr == "" {
-		b.WriteString("(no output)\n")
-	}
-	return b.String()
 }
 
 // withProgress runs fn; when the client sent a progress token it sends a
@@ -299,6 +122,9 @@ func (s *Server) withProgress(ctx context.Context, req mcp.CallToolRequest, what
 }
 
 func (s *Server) writeFile(ctx context.Context, req mcp.CallToolRequest, in WriteFileIn) (*mcp.CallToolResult, error) {
+	if hasNUL(in.Path) {
+		return invalid("path contains a NUL byte, which a path cannot hold"), nil
+	}
 	if !path.IsAbs(in.Path) {
 		return invalid("path must be absolute (got %q)", in.Path), nil
 	}
@@ -334,6 +160,9 @@ func (s *Server) writeFile(ctx context.Context, req mcp.CallToolRequest, in Writ
 }
 
 func (s *Server) readFile(ctx context.Context, req mcp.CallToolRequest, in ReadFileIn) (*mcp.CallToolResult, error) {
+	if hasNUL(in.Path) {
+		return invalid("path contains a NUL byte, which a path cannot hold"), nil
+	}
 	if !path.IsAbs(in.Path) {
 		return invalid("path must be absolute (got %q)", in.Path), nil
 	}
@@ -344,34 +173,70 @@ func (s *Server) readFile(ctx context.Context, req mcp.CallToolRequest, in ReadF
 	if limit < 1 || limit > MaxReadBytes {
 		return invalid("max_bytes must be between 1 and %d (got %d)", MaxReadBytes, in.MaxBytes), nil
 	}
-	var buf bytes.Buffer
+	buf := limitBuffer{limit: int(limit)}
 	res, _, err := s.m.ReadFile(ctx, Owner(ctx), in.Box, wire.ReadFileReq{Path: in.Path, MaxBytes: limit}, &buf)
 	if err != nil {
 		return s.toolError(ctx, "read_file", err), nil
 	}
-	data := buf.Bytes()
-	out := ReadFileOut{Path: path.Clean(in.Path), Size: int64(len(data)), Truncated: res.Truncate}
+	data, truncated := buf.Bytes(), res.Truncate || buf.over
+	if truncated {
+		data = []byte(trimPartial(string(data)))
+	}
+	return readResult(path.Clean(in.Path), data, truncated), nil
+}
+
+// readResult builds read_file's result: the content once in
+// structuredContent (within dataBudget), repeated in the text up to
+// textBudget, and as an image block when that fits the budget too.
+func readResult(p string, data []byte, truncated bool) *mcp.CallToolResult {
+	out := ReadFileOut{Path: p}
 	mime := http.DetectContentType(data)
 	isImage := mime == "image/png" || mime == "image/jpeg" || mime == "image/gif"
-	if utf8.Valid(data) && !isImage {
-		out.Encoding, out.Content = "text", string(data)
+	var n int
+	if utf8.Valid(data) && bytes.IndexByte(data, 0) < 0 && !isImage {
+		n, _ = fit(string(data), dataBudget)
+		out.Encoding, out.Content = "text", string(data[:n])
 	} else {
-		out.Encoding, out.Content = "base64", base64.StdEncoding.EncodeToString(data)
+		n = min(len(data), dataBudget/4*3) // base64 costs 4 bytes per 3
+		out.Encoding, out.Content = "base64", base64.StdEncoding.EncodeToString(data[:n])
 	}
+	out.Size, out.Truncated = int64(n), truncated || n < len(data)
 	text := fmt.Sprintf("%s: %d bytes", out.Path, out.Size)
 	if out.Truncated {
 		text += " (truncated; the file is longer)"
 	}
-	if out.Encoding == "text" {
-		text += "\n" + out.Content
-	} else {
+	attach := isImage && !out.Truncated && 2*len(out.Content) <= dataBudget
+	switch {
+	case out.Encoding == "text":
+		if n, _ := fit(out.Content, textBudget); n < len(out.Content) {
+			text += fmt.Sprintf("; too long to repeat here: below are its first %d bytes, the structured result's content holds all of them\n%s", n, out.Content[:n])
+		} else {
+			text += "\n" + out.Content
+		}
+	case isImage && !attach:
+		text += fmt.Sprintf(", %s, returned as base64 (too large to attach as an image too)", mime)
+	default:
 		text += fmt.Sprintf(", %s, returned as base64", mime)
 	}
 	r := mcp.NewToolResultStructured(out, text)
-	if isImage && !out.Truncated {
+	if attach {
 		r.Content = append(r.Content, mcp.NewImageContent(out.Content, mime))
 	}
-	return r, nil
+	return r
+}
+
+// limitBuffer keeps the first limit bytes written to it and notes the rest.
+type limitBuffer struct {
+	bytes.Buffer
+	limit int
+	over  bool
+}
+
+func (b *limitBuffer) Write(p []byte) (int, error) {
+	keep := min(len(p), max(b.limit-b.Len(), 0))
+	b.over = b.over || keep < len(p)
+	b.Buffer.Write(p[:keep])
+	return len(p), nil
 }
 
 func (s *Server) listBoxes(ctx context.Context, req mcp.CallToolRequest, in ListBoxesIn) (*mcp.CallToolResult, error) {
@@ -390,7 +255,7 @@ func (s *Server) listBoxes(ctx context.Context, req mcp.CallToolRequest, in List
 		}
 		fmt.Fprintf(&b, "%s  %-20s %-10s %-5s %s", x.ID, name, x.Status, x.Engine, x.Image)
 		if x.StatusReason != "" {
-			fmt.Fprintf(&b, "  (%s)", x.StatusReason)
+			fmt.Fprintf(&b, "  (%s)", clipLine(x.StatusReason))
 		}
 		b.WriteString("\n")
 	}

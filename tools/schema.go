@@ -17,7 +17,7 @@ const (
 	MaxStdinBytes      = 1 << 20
 	MaxWriteBytes      = 8 << 20 // write_file content, decoded
 	DefaultReadBytes   = 1 << 20
-	MaxReadBytes       = 8 << 20
+	MaxReadBytes       = 2 << 20 // base64 of it fits the result budget (output.go)
 	DefaultTimeoutSecs = 60
 	MaxTimeoutSecs     = 3600
 	MaxEnvVars         = sandbox.MaxEnvEntries

@@ -166,14 +166,15 @@ func typed[T any](h func(context.Context, mcp.CallToolRequest, T) (*mcp.CallTool
 		dec := json.NewDecoder(strings.NewReader(string(raw)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&in); err != nil {
-			return mcp.NewToolResultError(argError(req.Params.Name, err, in)), nil
+			return errorResult(argError(req.Params.Name, err, in)), nil
 		}
 		return h(ctx, req, in)
 	}
 }
 
 // wrap checks the arguments' shape (an object, required fields present)
-// with clear messages before the typed handler decodes them.
+// with clear messages before the typed handler decodes them, and bounds the
+// encoded size of every result.
 func (s *Server) wrap(name string, schema json.RawMessage, h func(context.Context, mcp.CallToolRequest, json.RawMessage) (*mcp.CallToolResult, error)) server.ToolHandlerFunc {
 	var sch struct {
 		Required   []string                   `json:"required"`
@@ -202,7 +203,8 @@ func (s *Server) wrap(name string, schema json.RawMessage, h func(context.Contex
 		if len(missing) > 0 {
 			return mcp.NewToolResultError(fmt.Sprintf("%s is missing required argument %s", name, quoteJoin(missing))), nil
 		}
-		return h(ctx, req, raw)
+		res, err := h(ctx, req, raw)
+		return s.bounded(name, res), err
 	}
 }
 
@@ -292,5 +294,5 @@ func (s *Server) toolError(ctx context.Context, tool string, err error) *mcp.Cal
 	if sandbox.Class(err) != sandbox.ErrInternal {
 		s.log.Debug("tool error", "tool", tool, "err", err)
 	}
-	return mcp.NewToolResultError(msg)
+	return errorResult(msg)
 }

@@ -55,6 +55,12 @@ type RunOut struct {
 	TimedOut   bool   `json:"timed_out" jsonschema:"The run hit its timeout and was killed"`
 	Truncated  bool   `json:"truncated" jsonschema:"Output went over the server's limit; the rest was dropped"`
 	DurationMs int64  `json:"duration_ms" jsonschema:"Wall-clock duration in milliseconds"`
+	// The limits count encoded bytes (a control byte costs six), so the
+	// counts say exactly what was left out.
+	StdoutBytes   int64 `json:"stdout_bytes" jsonschema:"Bytes the program wrote to standard output, including any dropped"`
+	StdoutDropped int64 `json:"stdout_dropped" jsonschema:"Bytes of standard output not returned in stdout (over the output limits)"`
+	StderrBytes   int64 `json:"stderr_bytes" jsonschema:"Bytes the program wrote to standard error, including any dropped"`
+	StderrDropped int64 `json:"stderr_dropped" jsonschema:"Bytes of standard error not returned in stderr (over the output limits)"`
 }
 
 // WriteFileIn is write_file's input.
@@ -83,7 +89,7 @@ type ReadFileIn struct {
 type ReadFileOut struct {
 	Path      string `json:"path" jsonschema:"Path read"`
 	Size      int64  `json:"size" jsonschema:"Bytes returned"`
-	Encoding  string `json:"encoding" jsonschema:"text when the bytes are UTF-8, else base64"`
+	Encoding  string `json:"encoding" jsonschema:"text when the bytes are UTF-8 with no NUL byte, else base64"`
 	Content   string `json:"content" jsonschema:"File content in that encoding"`
 	Truncated bool   `json:"truncated" jsonschema:"The file has more bytes than were returned"`
 }
