@@ -63,6 +63,14 @@ const MinPrefix = 4
 // in when zero. A name the owner already uses fails with ErrNameTaken, naming
 // the existing box's id; the UNIQUE index decides, not a prior lookup.
 func (s *Store) Insert(ctx context.Context, b *Box) error {
+	return s.InsertAdmitted(ctx, b, UsageQuery{}, nil)
+}
+
+// InsertAdmitted is Insert with admission: when admit is not nil it is
+// called with the usage of the boxes already recorded (per q), inside the
+// same IMMEDIATE transaction as the insert, so no other process can admit
+// a box in between; an error from admit aborts the insert and is returned.
+func (s *Store) InsertAdmitted(ctx context.Context, b *Box, q UsageQuery, admit func(Usage) error) error {
 	if b.ID == "" {
 		b.ID = NewID()
 	}
@@ -77,9 +85,27 @@ func (s *Store) Insert(ctx context.Context, b *Box) error {
 	if len(b.Spec) == 0 {
 		b.Spec = []byte("{}")
 	}
-	// One statement is its own transaction: no BEGIN/COMMIT round trips.
-	err := s.db.QueryRowContext(ctx, `INSERT INTO boxes(`+insertColumns+`, id_range) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,`+
-		freeIDRange+`) RETURNING id_range`, b.values()...).Scan(&b.IDRange)
+	const insert = `INSERT INTO boxes(` + insertColumns + `, id_range) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,` + freeIDRange + `) RETURNING id_range`
+	var err error
+	if admit == nil {
+		// One statement is its own transaction: no BEGIN/COMMIT round trips.
+		err = s.db.QueryRowContext(ctx, insert, b.values()...).Scan(&b.IDRange)
+	} else {
+		var admitErr error
+		err = s.tx(ctx, func(tx *sql.Tx) error {
+			u, err := usage(ctx, tx, q, "")
+			if err != nil {
+				return err
+			}
+			if admitErr = admit(u); admitErr != nil {
+				return admitErr
+			}
+			return tx.QueryRowContext(ctx, insert, b.values()...).Scan(&b.IDRange)
+		})
+		if admitErr != nil {
+			return admitErr
+		}
+	}
 	if errors.Is(err, sqlite3.CONSTRAINT_CHECK) {
 		return fmt.Errorf("every one of the %d host id ranges is held by a box: %w", MaxIDRanges, ErrNoIDRange)
 	}
@@ -187,13 +213,26 @@ func (s *Store) List(ctx context.Context, f Filter) ([]*Box, error) {
 // A box deleted meanwhile gives ErrNotFound. The id, owner and created time
 // cannot change; UpdatedAt is set by the store.
 func (s *Store) Update(ctx context.Context, id string, fn func(*Box) error) (*Box, error) {
+	return s.UpdateAdmitted(ctx, id, UsageQuery{}, func(b *Box, _ Usage) error { return fn(b) })
+}
+
+// UpdateAdmitted is Update that also hands fn the usage of every other box
+// (per q), read in the same transaction: a restart is admitted against
+// what runs at that very moment.
+func (s *Store) UpdateAdmitted(ctx context.Context, id string, q UsageQuery, fn func(*Box, Usage) error) (*Box, error) {
 	var out *Box
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		b, err := scanBox(tx.QueryRowContext(ctx, `SELECT `+boxColumns+` FROM boxes WHERE id = ?`, id))
 		if err != nil {
 			return err
 		}
-		if err := fn(b); err != nil {
+		var u Usage
+		if q.Live != nil {
+			if u, err = usage(ctx, tx, q, id); err != nil {
+				return err
+			}
+		}
+		if err := fn(b, u); err != nil {
 			return err
 		}
 		b.UpdatedAt = s.now()

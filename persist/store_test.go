@@ -479,3 +479,43 @@ func TestMigrateGivesExistingBoxesDistinctRanges(t *testing.T) {
 		t.Fatalf("new box range %d err %v collides with migrated %v", b.IDRange, err, seen)
 	}
 }
+
+// TestAdmissionSeesOtherBoxesInTheSameTransaction: the usage handed to
+// admit counts what is recorded, live statuses only for memory, and a
+// refusal stores nothing.
+func TestAdmissionSeesOtherBoxesInTheSameTransaction(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	q := UsageQuery{Owner: "a", Live: []string{"running", "starting"}}
+	add := func(owner, status string, mem int) *Box {
+		b := &Box{Owner: owner, Engine: "fake", Image: "default", Status: status, Spec: []byte(fmt.Sprintf(`{"memory_mib":%d,"cpus":2}`, mem))}
+		if err := s.Insert(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	add("a", "running", 512)
+	add("b", "starting", 1024)
+	stopped := add("a", "stopped", 4096)
+	var seen Usage
+	refuse := errors.New("full")
+	err := s.InsertAdmitted(ctx, newBox("a", "x"), q, func(u Usage) error { seen = u; return refuse })
+	if !errors.Is(err, refuse) {
+		t.Fatalf("admit's error not returned: %v", err)
+	}
+	if seen != (Usage{Boxes: 3, OwnerBoxes: 2, Live: 2, LiveMemoryMiB: 1536, LiveCPUs: 4}) {
+		t.Fatalf("usage %+v", seen)
+	}
+	if bs, _ := s.List(ctx, Filter{}); len(bs) != 3 {
+		t.Fatalf("a refused box was stored: %d rows", len(bs))
+	}
+	// A restart sees every other box, not itself.
+	_, err = s.UpdateAdmitted(ctx, stopped.ID, q, func(b *Box, u Usage) error {
+		seen = u
+		b.Status = "starting"
+		return nil
+	})
+	if err != nil || seen.Boxes != 2 || seen.LiveMemoryMiB != 1536 {
+		t.Fatalf("update usage %+v err %v", seen, err)
+	}
+}

@@ -58,6 +58,15 @@ type Config struct {
 	StartTimeout time.Duration
 	// StopGrace is how long Stop waits for a graceful shutdown before killing (default 10 s).
 	StopGrace time.Duration
+	// MaxMemoryMiB caps the memory of all live boxes on this home together
+	// (default: the host's RAM minus 1 GiB).
+	MaxMemoryMiB int
+	// MaxBoxes caps the boxes on this home (0: only the id ranges limit).
+	MaxBoxes int
+	// OwnerMaxBoxes caps the boxes of one owner (0: no cap).
+	OwnerMaxBoxes int
+	// HostCPUs is the most CPUs one box may have (default: the host's).
+	HostCPUs int
 	// ClientName identifies this server in agent logs.
 	ClientName string
 	// Logger receives the manager's logs (default: discard).
@@ -106,6 +115,12 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.ClientName == "" {
 		cfg.ClientName = "boxlite-mcp"
+	}
+	if cfg.MaxMemoryMiB <= 0 {
+		cfg.MaxMemoryMiB = defaultMaxMemory()
+	}
+	if cfg.HostCPUs <= 0 {
+		cfg.HostCPUs = hostCPUs()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -282,6 +297,9 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
+	if req.CPUs > m.cfg.HostCPUs {
+		return nil, Errorf(ErrInvalidArgument, "cpus %d is more than this host has (%d); ask for at most %d", req.CPUs, m.cfg.HostCPUs, m.cfg.HostCPUs)
+	}
 	eng, why, err := m.PickEngine(ctx, req.Engine)
 	if err != nil {
 		return nil, err
@@ -309,7 +327,13 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 			lk.unlock(false)
 		}
 	}()
-	if err := m.store.Insert(ctx, row); err != nil {
+	if err := m.store.InsertAdmitted(ctx, row, persist.UsageQuery{Owner: owner, Live: liveStatuses}, m.admitNew(owner, spec)); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			released = true
+			lk.unlock(true)
+			return nil, err
+		}
 		released = true
 		lk.unlock(true)
 		if errors.Is(err, persist.ErrNameTaken) {

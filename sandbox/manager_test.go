@@ -599,3 +599,57 @@ func TestReaperSettlesStuckTransitions(t *testing.T) {
 		t.Fatalf("stuck creating box is %s; want failed", g.Status)
 	}
 }
+
+// TestAdmission: memory beyond the server's limit (counting what runs),
+// more CPUs than the host has, and box counts are refused with a message
+// that says what was asked, what is left and what to do; a stopped box
+// holds no memory but must fit again when it restarts.
+func TestAdmission(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	st, err := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := sandbox.New(sandbox.Config{Home: e.home, Store: st, Engines: []sandbox.Engine{&enginetest.Fake{W: e.world}},
+		MaxMemoryMiB: 1024, MaxBoxes: 3, OwnerMaxBoxes: 2, HostCPUs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a := mustCreate(t, m, "o", sandbox.CreateRequest{MemoryMiB: 768})
+	_, err = m.Create(ctx, "o", sandbox.CreateRequest{MemoryMiB: 512})
+	if !errors.Is(err, sandbox.ErrResourceExhausted) || !strings.Contains(sandbox.PublicMessage(err), "needs 512 MiB") ||
+		!strings.Contains(sandbox.PublicMessage(err), "only 256 MiB") {
+		t.Fatalf("over the memory limit: %v", err)
+	}
+	if _, err := m.Create(ctx, "o", sandbox.CreateRequest{CPUs: 3}); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Fatalf("more CPUs than the host: %v", err)
+	}
+	if _, err := m.Stop(ctx, "o", a.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{MemoryMiB: 512}) // a stopped box holds no memory
+	// The stopped box no longer fits beside b.
+	_, _, err = m.Exec(ctx, "o", a.ID, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+	if !errors.Is(err, sandbox.ErrResourceExhausted) {
+		t.Fatalf("restart over the memory limit: %v", err)
+	}
+	if g, _ := m.Get(ctx, "o", a.ID); g.Status != sandbox.StatusStopped {
+		t.Fatalf("refused restart left the box %s", g.Status)
+	}
+	if _, err := m.Create(ctx, "o", sandbox.CreateRequest{MemoryMiB: 64}); !errors.Is(err, sandbox.ErrResourceExhausted) ||
+		!strings.Contains(sandbox.PublicMessage(err), "you have 2 boxes") {
+		t.Fatalf("owner over its box cap: %v", err)
+	}
+	mustCreate(t, m, "p", sandbox.CreateRequest{MemoryMiB: 64})
+	if _, err := m.Create(ctx, "q", sandbox.CreateRequest{MemoryMiB: 64}); !errors.Is(err, sandbox.ErrResourceExhausted) ||
+		!strings.Contains(sandbox.PublicMessage(err), "limit of 3 boxes") {
+		t.Fatalf("server over its box cap: %v", err)
+	}
+	if _, err := m.Destroy(ctx, "o", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	run(t, m, "o", a.ID, "true") // fits again
+}

@@ -94,7 +94,7 @@ func (m *Manager) ensureRunning(ctx context.Context, id string) (*client.Client,
 	if err := eng.Stop(ctx, spec, h, 0); err != nil {
 		return nil, Wrapf(ErrUnavailable, err, "box %s: a leftover of its previous run could not be stopped; try again or destroy it", id)
 	}
-	if _, err := m.transition(ctx, id, StatusStarting, "", nil); err != nil {
+	if err := m.transitionStarting(ctx, id, spec); err != nil {
 		return nil, err
 	}
 	log.Info("starting box")

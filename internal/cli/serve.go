@@ -30,6 +30,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		grace         = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
 		maxSessions   = fs.Int("max-sessions", transport.DefaultMaxSessions, "open HTTP/SSE MCP sessions allowed in total")
 		ownerSessions = fs.Int("owner-max-sessions", transport.DefaultOwnerMaxSessions, "open HTTP/SSE MCP sessions allowed per owner (token); without --token-file only --max-sessions applies")
+		maxMemory     = fs.Int("max-memory-mib", 0, "memory all running boxes may hold together (default: the host's RAM minus 1 GiB)")
+		maxBoxes      = fs.Int("max-boxes", 0, "most boxes on this home (0: no limit)")
+		ownerBoxes    = fs.Int("owner-max-boxes", 0, "most boxes one owner (token) may have (0: no limit)")
 		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
 		origins       stringList
 	)
@@ -71,7 +74,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 {
+		return usageError{"--max-memory-mib, --max-boxes and --owner-max-boxes must not be negative"}
+	}
 	m, err := sandbox.New(sandbox.Config{Home: *home, Store: store, Engines: engs, IdleTimeout: *idle, Logger: log,
+		MaxMemoryMiB: *maxMemory, MaxBoxes: *maxBoxes, OwnerMaxBoxes: *ownerBoxes,
 		ClientName: "boxlite-mcp/" + Version})
 	if err != nil {
 		return err

@@ -1,0 +1,46 @@
+package persist
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+)
+
+// UsageQuery says how to count usage. Status values belong to the sandbox
+// package, so the caller names the ones whose boxes may have a process.
+type UsageQuery struct {
+	Owner string   // count this owner's boxes in Usage.OwnerBoxes
+	Live  []string // statuses whose boxes hold memory and CPUs
+}
+
+// Usage is what the recorded boxes hold.
+type Usage struct {
+	Boxes         int   // every box
+	OwnerBoxes    int   // the query owner's boxes
+	Live          int   // boxes in a live status
+	LiveMemoryMiB int64 // their spec's memory_mib, summed
+	LiveCPUs      int64 // their spec's cpus, summed
+}
+
+// usage counts inside tx, leaving out box except (when not "").
+func usage(ctx context.Context, tx *sql.Tx, q UsageQuery, except string) (Usage, error) {
+	live, liveArgs := "0", []any{}
+	if len(q.Live) > 0 {
+		live = "status IN (?" + strings.Repeat(",?", len(q.Live)-1) + ")"
+		for _, s := range q.Live {
+			liveArgs = append(liveArgs, s)
+		}
+	}
+	args := []any{q.Owner}
+	for range 3 { // the live filter appears three times
+		args = append(args, liveArgs...)
+	}
+	args = append(args, except)
+	var u Usage
+	err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE owner = ?),
+		count(*) FILTER (WHERE `+live+`),
+		coalesce(sum(coalesce(json_extract(spec, '$.memory_mib'), 0)) FILTER (WHERE `+live+`), 0),
+		coalesce(sum(coalesce(json_extract(spec, '$.cpus'), 0)) FILTER (WHERE `+live+`), 0)
+		FROM boxes WHERE id != ?`, args...).Scan(&u.Boxes, &u.OwnerBoxes, &u.Live, &u.LiveMemoryMiB, &u.LiveCPUs)
+	return u, err
+}
