@@ -236,12 +236,17 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 func runResult(res *wire.ExecResult, stdout, stderr *outBuffer, timeoutSecs int) *mcp.CallToolResult {
 	so, soTotal := stdout.raw()
 	se, seTotal := stderr.raw()
-	if res.Truncated || soTotal > int64(len(so)) {
-		so, se = trimPartial(so), trimPartial(se)
+	soTotal, seTotal = max(res.StdoutBytes, soTotal), max(res.StderrBytes, seTotal)
+	// A stream cut by a raw-byte limit may end in half a character.
+	if soTotal > int64(len(so)) {
+		so = trimPartial(so)
+	}
+	if seTotal > int64(len(se)) {
+		se = trimPartial(se)
 	}
 	no, ne := share(so, se, dataBudget)
 	out := RunOut{Stdout: sanitize(so[:no]), Stderr: sanitize(se[:ne]), ExitCode: res.ExitCode, TimedOut: res.TimedOut, DurationMs: res.DurationMs,
-		StdoutBytes: max(res.StdoutBytes, soTotal), StderrBytes: max(res.StderrBytes, seTotal)}
+		StdoutBytes: soTotal, StderrBytes: seTotal}
 	out.StdoutDropped = out.StdoutBytes - int64(no)
 	out.StderrDropped = out.StderrBytes - int64(ne)
 	out.Truncated = res.Truncated || out.StdoutDropped > 0 || out.StderrDropped > 0
