@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/session"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
@@ -66,8 +67,9 @@ func (c *Config) setDefaults() {
 // Server serves the wire protocol. It is safe for concurrent use; every
 // connection and every call runs in its own goroutine.
 type Server struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	sessions *session.Manager
 
 	shutdownOnce sync.Once
 }
@@ -75,7 +77,9 @@ type Server struct {
 // NewServer returns a Server with cfg's defaults filled in.
 func NewServer(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "agent")}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "agent")}
+	s.sessions = s.newSessions()
+	return s
 }
 
 // Serve accepts connections on l until ctx is done or l fails.
@@ -85,6 +89,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		conn, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
+				s.sessions.Close()
 				return nil
 			}
 			var ne net.Error
@@ -145,7 +150,7 @@ func (s *Server) hello(conn io.ReadWriter) error {
 	if err := wire.ReadJSON(wire.NewReader(conn), wire.FrameHello, &h); err != nil {
 		return err
 	}
-	reply := wire.HelloReply{Protocol: wire.ProtocolVersion, AgentVersion: Version, Capabilities: wire.Capabilities}
+	reply := wire.HelloReply{Protocol: wire.ProtocolVersion, Minor: wire.ProtocolMinor, AgentVersion: Version, Capabilities: wire.Capabilities}
 	switch {
 	case h.Magic != wire.Magic:
 		reply.Error = "not a boxlite host (bad magic)"
@@ -214,6 +219,8 @@ func (s *Server) serveStream(ctx context.Context, st net.Conn) {
 		err = s.listDir(c, req.Path)
 	case wire.OpShutdown:
 		err = s.shutdown(c, req.Shutdown)
+	case wire.OpSession:
+		err = s.session(ctx, c, req.Session)
 	}
 	if err != nil {
 		s.log.Debug("call ended with error", "op", req.Op, "err", err)
@@ -228,6 +235,7 @@ func (s *Server) shutdown(c *call, req *wire.ShutdownReq) error {
 		// Give the reply a moment to leave before the machine goes away.
 		go func() {
 			time.Sleep(50 * time.Millisecond)
+			s.sessions.Close()
 			s.cfg.PowerOff(reboot)
 		}()
 	})

@@ -46,7 +46,7 @@ func New(ctx context.Context, conn net.Conn, name string) (*Client, error) {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	if err := wire.WriteJSON(conn, wire.FrameHello, wire.Hello{Magic: wire.Magic, Protocol: wire.ProtocolVersion, Client: name}); err != nil {
+	if err := wire.WriteJSON(conn, wire.FrameHello, wire.Hello{Magic: wire.Magic, Protocol: wire.ProtocolVersion, Minor: wire.ProtocolMinor, Client: name}); err != nil {
 		stop()
 		return fail(fmt.Errorf("agent hello: %w", ctxErr(ctx, err)))
 	}

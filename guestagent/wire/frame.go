@@ -41,12 +41,13 @@ const (
 	FrameStderr     FrameType = 7  // agent → host, raw bytes
 	FrameData       FrameType = 8  // file contents, either direction
 	FrameEOF        FrameType = 9  // end of stdin or data; empty payload
-	FrameCancel     FrameType = 10 // host → agent: kill the call's work; empty payload
-	maxFrameType              = FrameCancel
+	FrameCancel     FrameType = 10 // host → agent: kill the call's work (interrupt a session's code); empty payload
+	FrameOutput     FrameType = 11 // agent → host, JSON OutputHeader; its Data frames follow
+	maxFrameType              = FrameOutput
 )
 
 func (t FrameType) String() string {
-	names := [...]string{"invalid", "hello", "hello-reply", "request", "result", "stdin", "stdout", "stderr", "data", "eof", "cancel"}
+	names := [...]string{"invalid", "hello", "hello-reply", "request", "result", "stdin", "stdout", "stderr", "data", "eof", "cancel", "output"}
 	if int(t) < len(names) {
 		return names[t]
 	}
@@ -122,7 +123,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 }
 
 func isControl(t FrameType) bool {
-	return t == FrameHello || t == FrameHelloReply || t == FrameRequest || t == FrameResult
+	return t == FrameHello || t == FrameHelloReply || t == FrameRequest || t == FrameResult || t == FrameOutput
 }
 
 // WriteFrame writes one frame. Payloads over MaxFrame are an error; use

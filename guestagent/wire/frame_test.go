@@ -18,6 +18,8 @@ var vectors = []struct {
 	{"eof frame", []byte{0, 0, 0, 1, 9}, Frame{Type: FrameEOF, Payload: []byte{}}, nil},
 	{"stdout", append([]byte{0, 0, 0, 4, 6}, "abc"...), Frame{Type: FrameStdout, Payload: []byte("abc")}, nil},
 	{"request json", append([]byte{0, 0, 0, 16, 3}, `{"op":"ping"}  `...), Frame{Type: FrameRequest, Payload: []byte(`{"op":"ping"}  `)}, nil},
+	{"output header", append([]byte{0, 0, 0, 3, 11}, `{}`...), Frame{Type: FrameOutput, Payload: []byte(`{}`)}, nil},
+	{"control-size output", binary.BigEndian.AppendUint32(nil, MaxControl+2), Frame{}, ErrFrameTooLarge},
 	{"zero length", []byte{0, 0, 0, 0, 6}, Frame{}, ErrBadFrame},
 	{"type zero", []byte{0, 0, 0, 1, 0}, Frame{}, ErrBadFrame},
 	{"unknown type", []byte{0, 0, 0, 1, 200}, Frame{}, ErrBadFrame},
@@ -37,6 +39,8 @@ func init() {
 			vectors[i].raw = append(vectors[i].raw, byte(FrameStdout))
 		case "control over max":
 			vectors[i].raw = append(vectors[i].raw, byte(FrameRequest))
+		case "control-size output":
+			vectors[i].raw = append(vectors[i].raw, byte(FrameOutput))
 		}
 	}
 }
@@ -152,7 +156,10 @@ func FuzzReadFrame(f *testing.F) {
 func FuzzDecodeRequest(f *testing.F) {
 	for _, s := range []string{`{"op":"ping"}`, `{"op":"exec","exec":{"argv":["sh","-c","echo"],"timeout_ms":5}}`,
 		`{"op":"write_file","write_file":{"path":"/x","size":-1}}`, `{"op":"read_file","read_file":{"path":"/x","max_bytes":1}}`,
-		`{"op":"exec","exec":{"argv":[]}}`, `{"op":"exec","exec":null}`, `[]`, `null`, `{"op":7}`} {
+		`{"op":"exec","exec":{"argv":[]}}`, `{"op":"exec","exec":null}`, `[]`, `null`, `{"op":7}`,
+		`{"op":"session","session":{"name":"default","language":"python","code_bytes":4,"timeout_ms":3000,"reset":true}}`,
+		`{"op":"session","session":{"name":"x","language":"javascript","code_bytes":-1,"env":["A=b"],"cwd":"/tmp"}}`,
+		`{"op":"session","session":null}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {

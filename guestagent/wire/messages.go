@@ -20,20 +20,32 @@ const Magic = "boxlite-agent"
 type Hello struct {
 	Magic    string `json:"magic"`
 	Protocol int    `json:"protocol"`
-	Client   string `json:"client"` // e.g. "boxlite-mcp/0.1.0"
+	Minor    int    `json:"minor,omitempty"` // ProtocolMinor of the host
+	Client   string `json:"client"`          // e.g. "boxlite-mcp/0.1.0"
 }
 
 // HelloReply is the agent's answer. If Error is set the agent refuses the
 // connection and closes it after writing the reply.
 type HelloReply struct {
 	Protocol     int      `json:"protocol"`
+	Minor        int      `json:"minor,omitempty"` // ProtocolMinor of the agent
 	AgentVersion string   `json:"agent_version"`
 	Capabilities []string `json:"capabilities"`
 	Error        string   `json:"error,omitempty"`
 }
 
 // Capabilities this agent version offers.
-var Capabilities = []string{"exec", "exec.stdin-stream", "file.read", "file.write", "stat", "list_dir", "info", "shutdown"}
+var Capabilities = []string{"exec", "exec.stdin-stream", "file.read", "file.write", "stat", "list_dir", "info", "shutdown", CapSession}
+
+// Has reports whether the agent offers capability name.
+func (h HelloReply) Has(name string) bool {
+	for _, c := range h.Capabilities {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
 
 // Op names a call.
 type Op string
@@ -52,13 +64,14 @@ const (
 
 // Request is the first frame of every call. Only the field for Op is set.
 type Request struct {
-	Op        Op             `json:"op"`
-	Exec      *ExecRequest   `json:"exec,omitempty"`
-	WriteFile *WriteFileReq  `json:"write_file,omitempty"`
-	ReadFile  *ReadFileReq   `json:"read_file,omitempty"`
-	Path      string         `json:"path,omitempty"` // stat, list_dir
-	Shutdown  *ShutdownReq   `json:"shutdown,omitempty"`
-	Meta      map[string]any `json:"meta,omitempty"`
+	Op        Op              `json:"op"`
+	Exec      *ExecRequest    `json:"exec,omitempty"`
+	WriteFile *WriteFileReq   `json:"write_file,omitempty"`
+	ReadFile  *ReadFileReq    `json:"read_file,omitempty"`
+	Path      string          `json:"path,omitempty"` // stat, list_dir
+	Shutdown  *ShutdownReq    `json:"shutdown,omitempty"`
+	Session   *SessionRequest `json:"session,omitempty"`
+	Meta      map[string]any  `json:"meta,omitempty"`
 }
 
 // ExecRequest runs a program.
@@ -143,13 +156,14 @@ type Info struct {
 
 // Result is the last frame of every call.
 type Result struct {
-	Error    *Error      `json:"error,omitempty"`
-	Exec     *ExecResult `json:"exec,omitempty"`
-	File     *FileInfo   `json:"file,omitempty"` // write_file, read_file, stat
-	Bytes    int64       `json:"bytes,omitempty"`
-	Truncate bool        `json:"truncated,omitempty"`
-	Entries  []FileInfo  `json:"entries,omitempty"`
-	Info     *Info       `json:"info,omitempty"`
+	Error    *Error         `json:"error,omitempty"`
+	Exec     *ExecResult    `json:"exec,omitempty"`
+	File     *FileInfo      `json:"file,omitempty"` // write_file, read_file, stat
+	Bytes    int64          `json:"bytes,omitempty"`
+	Truncate bool           `json:"truncated,omitempty"`
+	Entries  []FileInfo     `json:"entries,omitempty"`
+	Info     *Info          `json:"info,omitempty"`
+	Session  *SessionResult `json:"session,omitempty"`
 }
 
 // Code classifies an agent-side failure.
@@ -244,6 +258,8 @@ func (r *Request) Validate() *Error {
 		if r.Path == "" {
 			return Errorf(CodeInvalid, "%s needs a path", r.Op)
 		}
+	case OpSession:
+		return r.Session.validate()
 	default:
 		return Errorf(CodeInvalid, "unknown op %q", r.Op)
 	}

@@ -1,0 +1,165 @@
+'use strict';
+// boxlite's JavaScript session driver. The guest agent starts it as
+// `node --expose-internals -e <this file>` and talks to it over fd 3, one
+// JSON object per line. Code runs in Node's own global scope, one job at a
+// time, so its globals, functions and (rewritten) top-level let, const and
+// class bindings persist between jobs, as in Node's REPL.
+//
+// agent -> driver: {id, code, cwd?, env?}
+// driver -> agent: {t:"ready"} once; then per job any number of
+//   {t:"out", n:"stdout"|"stderr", b:<base64>} and {t:"display", mime, b:<base64>},
+//   and last {t:"done", id, value:<string>|null, error:{name, message, stack}|null}.
+// SIGINT interrupts the job (breakOnSigint while the code runs
+// synchronously, a rejected wait while it awaits); the session lives on.
+
+const vm = require('vm');
+const util = require('util');
+const net = require('net');
+const path = require('path');
+const Module = require('module');
+
+let processTopLevelAwait = null;
+try { processTopLevelAwait = require('internal/repl/await').processTopLevelAwait; } catch (e) { /* older or stripped node */ }
+let acorn = null;
+try { acorn = require('acorn'); } catch (e) { /* no acorn: no declaration rewriting */ }
+
+const ctl = new net.Socket({ fd: 3, readable: true, writable: true });
+const send = (m) => ctl.write(JSON.stringify(m) + '\n');
+ctl.on('error', () => process.exit(0));
+ctl.on('end', () => process.exit(0));
+
+// What the code writes to process.stdout/stderr (console.log included)
+// goes to the agent in order with the job's other messages.
+for (const [stream, name] of [[process.stdout, 'stdout'], [process.stderr, 'stderr']]) {
+  stream.write = function (chunk, encoding, cb) {
+    if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
+    const b = typeof chunk === 'string' ? Buffer.from(chunk, encoding || 'utf8') : Buffer.from(chunk);
+    if (b.length > 0) send({ t: 'out', n: name, b: b.toString('base64') });
+    if (typeof cb === 'function') process.nextTick(cb);
+    return true;
+  };
+}
+
+function sniff(b) {
+  if (b.length > 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) return 'image/png';
+  if (b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'image/jpeg';
+  return null;
+}
+
+// display(value[, mime]) shows a rich output: a Buffer of PNG or JPEG bytes
+// as an image, a string as the given mime type, anything else as text.
+globalThis.display = function display(value, mime) {
+  let b;
+  if (value instanceof Uint8Array) {
+    b = Buffer.from(value);
+    mime = mime || sniff(b) || 'application/octet-stream';
+  } else if (typeof value === 'string' && mime) {
+    b = Buffer.from(value, 'utf8');
+  } else {
+    b = Buffer.from(util.inspect(value), 'utf8');
+    mime = 'text/plain';
+  }
+  send({ t: 'display', mime, b: b.toString('base64') });
+};
+globalThis.require = Module.createRequire(path.join(process.cwd(), '[session]'));
+
+// rewrite turns top-level let, const and class declarations into var (so a
+// job may declare again what an earlier one did, and the bindings persist
+// as globals) and says whether the last statement is an expression.
+function rewrite(code) {
+  if (!acorn) return { code, hasValue: null };
+  let ast;
+  try {
+    ast = acorn.parse(code, { ecmaVersion: 'latest', sourceType: 'script', allowAwaitOutsideFunction: true, allowHashBang: true });
+  } catch (e) {
+    return { code, hasValue: null }; // V8 reports the syntax error
+  }
+  const edits = [];
+  for (const st of ast.body) {
+    if (st.type === 'VariableDeclaration' && (st.kind === 'let' || st.kind === 'const')) {
+      edits.push([st.start, st.start + st.kind.length, 'var']);
+    } else if (st.type === 'ClassDeclaration' && st.id) {
+      edits.push([st.end, st.end, ';']);
+      edits.push([st.start, st.start, 'var ' + st.id.name + ' = ']);
+    }
+  }
+  edits.sort((a, b) => b[0] - a[0]);
+  let out = code;
+  for (const [s, e, text] of edits) out = out.slice(0, s) + text + out.slice(e);
+  const last = ast.body[ast.body.length - 1];
+  return { code: out, hasValue: !!last && last.type === 'ExpressionStatement' };
+}
+
+let interruptWait = null;
+process.on('SIGINT', () => { if (interruptWait) interruptWait(); });
+// Errors of code still running after its job ended are shown, not fatal.
+process.on('uncaughtException', (e) => process.stderr.write('Uncaught ' + ((e && e.stack) || util.inspect(e)) + '\n'));
+process.on('unhandledRejection', (e) => process.stderr.write('Unhandled rejection: ' + ((e && e.stack) || util.inspect(e)) + '\n'));
+
+function interrupted() {
+  const e = new Error('Script execution interrupted.');
+  e.name = 'Interrupted';
+  return e;
+}
+
+function errorInfo(e) {
+  if (e && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') e = interrupted();
+  if (e instanceof Error || (e && typeof e === 'object' && 'message' in e && 'stack' in e)) {
+    return { name: String(e.name || 'Error'), message: String(e.message), stack: String(e.stack || '') };
+  }
+  return { name: 'Uncaught', message: util.inspect(e), stack: '' };
+}
+
+let cell = 0;
+async function runJob(job) {
+  let value;
+  let error = null;
+  let hasValue = true;
+  try {
+    if (job.cwd) process.chdir(job.cwd);
+    if (job.env) Object.assign(process.env, job.env);
+    const rw = rewrite(job.code);
+    let src = rw.code;
+    let wrapped = null;
+    if (processTopLevelAwait) {
+      try { wrapped = processTopLevelAwait(src); } catch (e) { wrapped = null; }
+    }
+    if (wrapped !== null) src = wrapped;
+    if (rw.hasValue === false) hasValue = false;
+    cell++;
+    const script = new vm.Script(src, { filename: 'cell' + cell + '.js' });
+    value = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
+    if (wrapped !== null) {
+      const r = await new Promise((resolve, reject) => {
+        interruptWait = () => reject(interrupted());
+        Promise.resolve(value).then(resolve, reject);
+      });
+      value = r && typeof r === 'object' && 'value' in r ? r.value : undefined;
+    }
+  } catch (e) {
+    error = errorInfo(e);
+  } finally {
+    interruptWait = null;
+  }
+  let text = null;
+  if (!error && hasValue && value !== undefined) {
+    try { text = util.inspect(value, { colors: false }); } catch (e) { text = String(value); }
+  }
+  send({ t: 'done', id: job.id, value: text, error });
+}
+
+let buf = '';
+let queue = Promise.resolve();
+ctl.setEncoding('utf8');
+ctl.on('data', (d) => {
+  buf += d;
+  let i;
+  while ((i = buf.indexOf('\n')) >= 0) {
+    const line = buf.slice(0, i);
+    buf = buf.slice(i + 1);
+    if (!line) continue;
+    const job = JSON.parse(line);
+    queue = queue.then(() => runJob(job));
+  }
+});
+send({ t: 'ready', node: process.version, acorn: !!acorn, tla: !!processTopLevelAwait });

@@ -1,0 +1,470 @@
+// Package session keeps the interpreter sessions of a box: persistent
+// Python and JavaScript interpreters that run the code of many calls, so
+// variables, imports, functions and the working directory survive between
+// them. It runs inside the guest agent, the same for every engine.
+//
+// Python is an ipykernel (Debian's python3-ipykernel) driven over the
+// Jupyter messaging protocol v5 (ZeroMQ, github.com/go-zeromq/zmq4), so
+// IPython's display system and everything built on it (matplotlib's inline
+// backend, pandas reprs, _repr_png_) work as in Jupyter. JavaScript is a
+// small Node driver (driver.js) keeping state in the Node global scope.
+//
+// The Manager owns every session's lifecycle: it starts an interpreter on
+// first use, serialises calls per session in arrival order, interrupts the
+// running code on timeout and cancel (keeping its state; an interpreter the
+// interrupt does not stop within InterruptGrace is killed), notices an
+// interpreter that died and starts a new one on the next call, and shuts
+// the least recently used idle session down when a box has MaxSessions. A
+// Manager is safe for concurrent use.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+)
+
+// Config configures a Manager. Zero fields take defaults.
+type Config struct {
+	// MaxSessions is how many sessions a box keeps (default 8).
+	MaxSessions int
+	// InterruptGrace is how long an interrupt may take before the
+	// interpreter is killed (default 5 s).
+	InterruptGrace time.Duration
+	// StartTimeout bounds an interpreter's start (default 2 min: Python
+	// imports are slow under emulation).
+	StartTimeout time.Duration
+	// OutputLimit caps a call's stdout, stderr and text outputs together
+	// when the request sets no lower limit (default 16 MiB).
+	OutputLimit int64
+	// Dir holds the sessions' sockets and connection files (default
+	// /run/boxlite-sessions).
+	Dir string
+	// Env returns the environment interpreters start with (default os.Environ).
+	Env func() []string
+	// Cwd is the working directory interpreters start in (default /root,
+	// else /).
+	Cwd string
+	// Start starts an interpreter process (default cmd.Start); the agent
+	// starts it in the box's work cgroup and tracks it for its reaper.
+	Start func(*exec.Cmd) error
+	// Reaped is called with the pid of an interpreter once it was waited for.
+	Reaped func(pid int)
+	// Python and Node are the interpreter commands (default python3, node).
+	Python, Node string
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = 8
+	}
+	if c.InterruptGrace <= 0 {
+		c.InterruptGrace = 5 * time.Second
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = 2 * time.Minute
+	}
+	if c.OutputLimit <= 0 {
+		c.OutputLimit = 16 << 20
+	}
+	if c.Dir == "" {
+		c.Dir = "/run/boxlite-sessions"
+	}
+	if c.Env == nil {
+		c.Env = os.Environ
+	}
+	if c.Cwd == "" {
+		c.Cwd = "/root"
+		if fi, err := os.Stat(c.Cwd); err != nil || !fi.IsDir() {
+			c.Cwd = "/"
+		}
+	}
+	if c.Start == nil {
+		c.Start = func(cmd *exec.Cmd) error { return cmd.Start() }
+	}
+	if c.Reaped == nil {
+		c.Reaped = func(int) {}
+	}
+	if c.Python == "" {
+		c.Python = "python3"
+	}
+	if c.Node == "" {
+		c.Node = "node"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Sink receives what a call produces, in order. Its methods are called
+// from one goroutine at a time.
+type Sink interface {
+	Stdout(p []byte) error
+	Stderr(p []byte) error
+	Output(h wire.OutputHeader, data []byte) error
+}
+
+// Restart reasons.
+const (
+	ReasonFirstUse        = "first use"
+	ReasonReset           = "reset"
+	ReasonInterruptFailed = "interrupt failed: the code did not stop within the grace period, so the interpreter was killed"
+)
+
+type key struct{ lang, name string }
+
+func (k key) String() string { return k.lang + "/" + k.name }
+
+// session is one named interpreter slot.
+type session struct {
+	key  key
+	turn chan struct{} // holds one token while a call runs: FIFO, since blocked senders queue in order
+
+	// Guarded by Manager.mu.
+	waiting  int // calls holding or waiting for turn
+	lastUsed time.Time
+
+	// Guarded by turn.
+	it     interp // nil when no interpreter runs
+	reason string // why the next start happens
+}
+
+// Manager keeps a box's sessions.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[key]*session
+	evicted  map[key]string // sessions shut down for room: the reason their next call gets
+	procs    map[*process]struct{}
+	closed   bool
+}
+
+// New returns a Manager with cfg's defaults filled in.
+func New(cfg Config) *Manager {
+	cfg.setDefaults()
+	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "session"), sessions: map[key]*session{}, evicted: map[key]string{}, procs: map[*process]struct{}{}}
+}
+
+// ErrBusy means every session slot is taken by a running call.
+var ErrBusy = errors.New("all sessions are busy")
+
+// Run runs code in the session req names and returns how it ended.
+// Cancelling ctx interrupts the code (the session keeps its state) and
+// returns the result with Cancelled set. Errors are *wire.Error.
+func (m *Manager) Run(ctx context.Context, req *wire.SessionRequest, code string, sink Sink) (*wire.SessionResult, error) {
+	k := key{req.Language, req.Name}
+	s, err := m.acquire(k)
+	if err != nil {
+		return nil, err
+	}
+	defer m.release(s)
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, wire.Errorf(wire.CodeInvalid, "cancelled while waiting for the session's previous call")
+	}
+	defer func() { <-s.turn }()
+	return m.runLocked(ctx, s, req, code, sink)
+}
+
+// acquire returns the session for k, making room when needed, and counts
+// the caller as waiting on it.
+func (m *Manager) acquire(k key) (*session, *wire.Error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, wire.Errorf(wire.CodeInternal, "the agent is shutting down")
+	}
+	s := m.sessions[k]
+	if s == nil {
+		if len(m.sessions) >= m.cfg.MaxSessions && !m.evictLocked() {
+			return nil, wire.Errorf(wire.CodeExhausted, "%v: this box has %d sessions and every one is running a call; wait for one to finish", ErrBusy, m.cfg.MaxSessions)
+		}
+		s = &session{key: k, turn: make(chan struct{}, 1), reason: ReasonFirstUse}
+		if r, ok := m.evicted[k]; ok {
+			s.reason = r
+			delete(m.evicted, k)
+		}
+		m.sessions[k] = s
+	}
+	s.waiting++
+	s.lastUsed = time.Now()
+	return s, nil
+}
+
+func (m *Manager) release(s *session) {
+	m.mu.Lock()
+	s.waiting--
+	s.lastUsed = time.Now()
+	m.mu.Unlock()
+}
+
+// evictLocked shuts the least recently used idle session down. m.mu must be held.
+func (m *Manager) evictLocked() bool {
+	var idle []*session
+	for _, s := range m.sessions {
+		if s.waiting == 0 {
+			idle = append(idle, s)
+		}
+	}
+	if len(idle) == 0 {
+		return false
+	}
+	sort.Slice(idle, func(i, j int) bool { return idle[i].lastUsed.Before(idle[j].lastUsed) })
+	s := idle[0]
+	delete(m.sessions, s.key)
+	m.evicted[s.key] = fmt.Sprintf("evicted: the session was idle the longest when a new one needed room (at most %d sessions per box), so its state was lost", m.cfg.MaxSessions)
+	// No call holds or waits for s (waiting is 0 under m.mu, and it is no
+	// longer in the map), so its interpreter is ours to kill.
+	if s.it != nil {
+		m.log.Info("evicting session", "session", s.key.String())
+		go s.it.kill("evicted")
+	}
+	return true
+}
+
+// Close kills every interpreter; calls in flight end with the
+// interpreter's death.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	var all []*process
+	for p := range m.procs {
+		all = append(all, p)
+	}
+	m.mu.Unlock()
+	for _, p := range all {
+		p.kill("the agent shut down")
+	}
+}
+
+// track records a live interpreter process (for Close) until it exits.
+func (m *Manager) track(p *process) {
+	m.mu.Lock()
+	closed := m.closed
+	m.procs[p] = struct{}{}
+	m.mu.Unlock()
+	if closed {
+		p.kill("the agent shut down")
+	}
+	go func() {
+		<-p.done
+		m.mu.Lock()
+		delete(m.procs, p)
+		m.mu.Unlock()
+	}()
+}
+
+// runLocked runs one call; the caller holds s.turn.
+func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRequest, code string, sink Sink) (*wire.SessionResult, error) {
+	start := time.Now()
+	res := &wire.SessionResult{}
+	if s.it != nil {
+		select {
+		case <-s.it.exited():
+			s.reason = s.it.death().reason
+			s.it = nil
+		default:
+		}
+	}
+	if req.Reset && s.it != nil {
+		s.it.kill(ReasonReset)
+		s.it = nil
+		s.reason = ReasonReset
+	}
+	if req.Reset && s.reason == ReasonFirstUse {
+		s.reason = ReasonReset
+	}
+	fresh := false
+	if s.it == nil {
+		it, err := m.startInterp(ctx, s.key, req)
+		if err != nil {
+			return nil, err
+		}
+		s.it, fresh = it, true
+		res.Restarted, res.RestartReason = true, s.reason
+		s.reason = ""
+	}
+	limit := m.cfg.OutputLimit
+	if req.OutputLimit > 0 {
+		limit = min(limit, req.OutputLimit)
+	}
+	out := newOutput(sink, limit)
+	job := &job{code: code, out: out}
+	if !fresh {
+		job.cwd, job.env = req.Cwd, req.Env
+	}
+	oom := oomKills()
+	p := s.it.run(job)
+
+	var timeout <-chan time.Time
+	if req.TimeoutMs > 0 {
+		t := time.NewTimer(time.Duration(req.TimeoutMs) * time.Millisecond)
+		defer t.Stop()
+		timeout = t.C
+	}
+	interrupted := false
+	select {
+	case <-p.done:
+	case <-timeout:
+		res.TimedOut, interrupted = true, true
+	case <-ctx.Done():
+		res.Cancelled, interrupted = true, true
+	}
+	if interrupted {
+		s.it.interrupt()
+		grace := time.NewTimer(m.cfg.InterruptGrace)
+		select {
+		case <-p.done:
+		case <-grace.C:
+			m.log.Warn("interrupt did not take; killing the interpreter", "session", s.key.String())
+			s.it.kill(ReasonInterruptFailed)
+			<-p.done
+		}
+		grace.Stop()
+	}
+	o := p.outcome
+	res.ExecutionCount = o.count
+	res.Error = o.err
+	if o.err != nil {
+		res.ExitCode = 1
+	}
+	if interrupted && o.err == nil && !o.died {
+		// The code ended by itself while the interrupt was sent.
+		res.TimedOut, res.Cancelled = false, false
+	}
+	if o.died {
+		d := s.it.death()
+		if d.killedBy == "" && d.signal == "SIGKILL" && oomKills() > oom {
+			d.reason = "the interpreter was killed by the out-of-memory killer (the box's memory limit)"
+		}
+		res.ExitCode, res.Signal, res.Ended = d.code, d.signal, d.reason
+		if res.Error == nil {
+			res.Error = &wire.SessionError{Name: "InterpreterDied", Message: d.reason + "; its state is lost and the next call starts a new one"}
+		}
+		if tail := d.tail; tail != "" {
+			res.Error.Traceback = tail
+		}
+		s.reason = d.reason
+		s.it = nil
+	}
+	res.StdoutBytes, res.StderrBytes = out.stdoutBytes, out.stderrBytes
+	res.Truncated = out.truncated
+	res.OutputsDropped, res.ImagesDropped = out.outputsDropped, out.imagesDropped
+	res.DurationMs = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+// startInterp starts the interpreter of k's language.
+func (m *Manager) startInterp(ctx context.Context, k key, req *wire.SessionRequest) (interp, *wire.Error) {
+	sctx, cancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
+	defer cancel()
+	env := mergeEnv(m.cfg.Env(), req.Env)
+	cwd := m.cfg.Cwd
+	if req.Cwd != "" {
+		if fi, err := os.Stat(req.Cwd); err != nil || !fi.IsDir() {
+			return nil, wire.Errorf(wire.CodeNotDir, "working directory %q is not a directory", req.Cwd)
+		}
+		cwd = req.Cwd
+	}
+	t := time.Now()
+	var it interp
+	var err error
+	switch k.lang {
+	case wire.LangPython:
+		it, err = startPython(sctx, m, k, env, cwd)
+	case wire.LangJavaScript:
+		it, err = startNode(sctx, m, k, env, cwd)
+	default:
+		return nil, wire.Errorf(wire.CodeInvalid, "no sessions for language %q", k.lang)
+	}
+	if err != nil {
+		m.log.Warn("interpreter did not start", "session", k.String(), "err", err)
+		var werr *wire.Error
+		if errors.As(err, &werr) {
+			return nil, werr
+		}
+		if ctx.Err() != nil {
+			return nil, wire.Errorf(wire.CodeInvalid, "cancelled while the interpreter started")
+		}
+		return nil, wire.Errorf(wire.CodeInternal, "starting the %s interpreter: %v", k.lang, err)
+	}
+	m.log.Info("interpreter started", "session", k.String(), "duration", time.Since(t))
+	return it, nil
+}
+
+// interp is a running interpreter. run is called by one call at a time.
+type interp interface {
+	// run starts a job; its pending is done when the code finished, raised,
+	// or the interpreter died.
+	run(j *job) *pending
+	// interrupt asks the running code to stop (KeyboardInterrupt in Python).
+	interrupt()
+	// kill ends the interpreter at once, recording why, and waits for it.
+	kill(why string)
+	exited() <-chan struct{}
+	death() death
+}
+
+// job is one call's work for an interpreter.
+type job struct {
+	code string
+	cwd  string   // change to this directory first ("" keeps it)
+	env  []string // set these variables first
+	out  *output
+}
+
+// pending is a job in progress.
+type pending struct {
+	done    chan struct{}
+	outcome outcome // set before done is closed
+}
+
+// outcome is how a job ended.
+type outcome struct {
+	count int
+	err   *wire.SessionError
+	died  bool
+}
+
+// death describes an interpreter that ended.
+type death struct {
+	code     int
+	signal   string
+	killedBy string // set when the agent killed it
+	reason   string
+	tail     string // its last own output, for diagnostics
+}
+
+// mergeEnv returns base with extra's entries added, later keys winning.
+func mergeEnv(base, extra []string) []string {
+	idx := map[string]int{}
+	var out []string
+	for _, kv := range append(append([]string{}, base...), extra...) {
+		k := kv
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				k = kv[:i]
+				break
+			}
+		}
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}

@@ -1,0 +1,294 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/png"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+)
+
+// These tests run real interpreters on the host: Debian's python3 with
+// python3-ipykernel (and matplotlib, pandas), and node. They are skipped
+// where those are missing; the same code runs in a real box in
+// sandbox/jail's session tests.
+
+const hostPython = "/usr/bin/python3"
+
+func needPython(t *testing.T, modules ...string) {
+	t.Helper()
+	mods := strings.Join(append([]string{"ipykernel"}, modules...), ", ")
+	if err := exec.Command(hostPython, "-c", "import "+mods).Run(); err != nil {
+		t.Skipf("needs %s with %s (apt-get install python3-ipykernel python3-matplotlib python3-pandas)", hostPython, mods)
+	}
+}
+
+func needNode(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("needs node")
+	}
+}
+
+type logW struct{ t testing.TB }
+
+func (w logW) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func newManager(t *testing.T, cfg Config) *Manager {
+	t.Helper()
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	cfg.Python = hostPython
+	cfg.Cwd = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(logW{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := New(cfg)
+	t.Cleanup(m.Close)
+	return m
+}
+
+// sink records what a call produced.
+type sink struct {
+	mu      sync.Mutex
+	stdout  bytes.Buffer
+	stderr  bytes.Buffer
+	outputs []recorded
+}
+
+type recorded struct {
+	h    wire.OutputHeader
+	data []byte
+}
+
+func (s *sink) Stdout(p []byte) error { s.mu.Lock(); defer s.mu.Unlock(); s.stdout.Write(p); return nil }
+func (s *sink) Stderr(p []byte) error { s.mu.Lock(); defer s.mu.Unlock(); s.stderr.Write(p); return nil }
+func (s *sink) Output(h wire.OutputHeader, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outputs = append(s.outputs, recorded{h, append([]byte{}, data...)})
+	return nil
+}
+
+func (s *sink) result() string {
+	for _, o := range s.outputs {
+		if o.h.Kind == wire.OutputResult && o.h.Mime == "text/plain" {
+			return string(o.data)
+		}
+	}
+	return ""
+}
+
+type call struct {
+	name, lang, code string
+	timeout          time.Duration
+	reset            bool
+	cwd              string
+}
+
+func run(t *testing.T, m *Manager, c call) (*wire.SessionResult, *sink) {
+	t.Helper()
+	return runCtx(t, context.Background(), m, c)
+}
+
+func runCtx(t *testing.T, ctx context.Context, m *Manager, c call) (*wire.SessionResult, *sink) {
+	t.Helper()
+	if c.name == "" {
+		c.name = "default"
+	}
+	if c.lang == "" {
+		c.lang = wire.LangPython
+	}
+	s := &sink{}
+	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd}, c.code, s)
+	if err != nil {
+		t.Fatalf("Run(%q): %v", c.code, err)
+	}
+	return res, s
+}
+
+func TestPythonSession(t *testing.T) {
+	needPython(t, "matplotlib", "pandas")
+	m := newManager(t, Config{})
+
+	res, s := run(t, m, call{code: "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})\nprint('made')"})
+	if !res.Restarted || res.RestartReason != ReasonFirstUse || res.ExitCode != 0 || s.stdout.String() != "made\n" {
+		t.Fatalf("first call: %+v stdout %q stderr %q", res, s.stdout.String(), s.stderr.String())
+	}
+	res, s = run(t, m, call{code: "df.a.sum()"})
+	if res.Restarted || res.ExitCode != 0 || s.result() != "6" || res.ExecutionCount != 2 {
+		t.Fatalf("state not kept: %+v result %q stderr %q", res, s.result(), s.stderr.String())
+	}
+
+	res, _ = run(t, m, call{code: "1/0"})
+	if res.ExitCode != 1 || res.Error == nil || res.Error.Name != "ZeroDivisionError" || strings.Contains(res.Error.Traceback, "\x1b[") || !strings.Contains(res.Error.Traceback, "1/0") {
+		t.Fatalf("1/0: %+v %+v", res, res.Error)
+	}
+
+	code := "import matplotlib.pyplot as plt\n%config InlineBackend.print_figure_kwargs = {'bbox_inches': None}\nfig = plt.figure(figsize=(4, 3), dpi=50)\nplt.plot([1, 2, 3])"
+	res, s = run(t, m, call{code: code})
+	var pngs [][]byte
+	for _, o := range s.outputs {
+		if o.h.Mime == "image/png" {
+			pngs = append(pngs, o.data)
+		}
+	}
+	if res.ExitCode != 0 || len(pngs) != 1 {
+		t.Fatalf("plot: %+v, outputs %v, stderr %q", res, s.outputs, s.stderr.String())
+	}
+	img, err := png.Decode(bytes.NewReader(pngs[0]))
+	if err != nil || img.Bounds().Dx() != 200 || img.Bounds().Dy() != 150 {
+		t.Fatalf("png: %v %v", err, img.Bounds())
+	}
+}
+
+func TestPythonInterruptKeepsState(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	run(t, m, call{code: "x = 41"})
+	res, _ := run(t, m, call{code: "while True: pass", timeout: 500 * time.Millisecond})
+	if !res.TimedOut || res.Error == nil || res.Error.Name != "KeyboardInterrupt" || res.Ended != "" {
+		t.Fatalf("timeout: %+v %+v", res, res.Error)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	res, _ = runCtx(t, ctx, m, call{code: "import time\ntime.sleep(60)"})
+	if !res.Cancelled || res.Error == nil || res.Error.Name != "KeyboardInterrupt" {
+		t.Fatalf("cancel: %+v %+v", res, res.Error)
+	}
+	res, s := run(t, m, call{code: "x + 1"})
+	if res.Restarted || s.result() != "42" {
+		t.Fatalf("state lost: %+v %q", res, s.result())
+	}
+}
+
+func TestPythonInterruptFails(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{InterruptGrace: 300 * time.Millisecond})
+	run(t, m, call{code: "x = 1"})
+	// A SIGINT handler that ignores the interrupt: only a kill stops it.
+	res, _ := run(t, m, call{code: "import signal, time\nsignal.signal(signal.SIGINT, lambda *a: None)\nwhile True: time.sleep(0.01)", timeout: 300 * time.Millisecond})
+	if !res.TimedOut || res.Ended != ReasonInterruptFailed || res.Error == nil {
+		t.Fatalf("%+v %+v", res, res.Error)
+	}
+	res, s := run(t, m, call{code: "'x' in globals()"})
+	if !res.Restarted || res.RestartReason != ReasonInterruptFailed || s.result() != "False" {
+		t.Fatalf("after: %+v %q", res, s.result())
+	}
+}
+
+func TestPythonCrashRestarts(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	run(t, m, call{code: "print('before', flush=True)"})
+	res, _ := run(t, m, call{code: "import os\nos._exit(3)"})
+	if res.ExitCode != 3 || res.Ended == "" || res.Error == nil || res.Error.Name != "InterpreterDied" {
+		t.Fatalf("crash: %+v %+v", res, res.Error)
+	}
+	res, s := run(t, m, call{code: "2 * 21"})
+	if !res.Restarted || !strings.Contains(res.RestartReason, "exited with code 3") || s.result() != "42" {
+		t.Fatalf("after crash: %+v %q", res, s.result())
+	}
+	res, _ = run(t, m, call{code: "y = 1"})
+	res, s = run(t, m, call{code: "'y' in globals()", reset: true})
+	if !res.Restarted || res.RestartReason != ReasonReset || s.result() != "False" {
+		t.Fatalf("reset: %+v %q", res, s.result())
+	}
+}
+
+func TestSessionsAreSeparateAndEvicted(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{MaxSessions: 2})
+	run(t, m, call{name: "a", code: "v = 'a'"})
+	run(t, m, call{name: "b", code: "v = 'b'"})
+	_, s := run(t, m, call{name: "a", code: "v"})
+	if s.result() != "'a'" {
+		t.Fatalf("a sees %q", s.result())
+	}
+	// A third session evicts b, the least recently used.
+	run(t, m, call{name: "c", code: "v = 'c'"})
+	res, s := run(t, m, call{name: "b", code: "'v' in globals()"})
+	if !res.Restarted || !strings.HasPrefix(res.RestartReason, "evicted") || s.result() != "False" {
+		t.Fatalf("b after eviction: %+v %q", res, s.result())
+	}
+}
+
+func TestCallsRunInOrder(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	run(t, m, call{code: "log = []"})
+	var wg sync.WaitGroup
+	const n = 8
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runCtx(t, context.Background(), m, call{code: fmt.Sprintf("import time; time.sleep(0.02); log.append(%d)", i)})
+		}()
+		time.Sleep(5 * time.Millisecond) // arrival order
+	}
+	wg.Wait()
+	_, s := run(t, m, call{code: "log"})
+	if s.result() != "[0, 1, 2, 3, 4, 5, 6, 7]" {
+		t.Fatalf("order: %s", s.result())
+	}
+}
+
+func TestJavaScriptSession(t *testing.T) {
+	needNode(t)
+	m := newManager(t, Config{})
+	js := func(code string) (*wire.SessionResult, *sink) {
+		return run(t, m, call{lang: wire.LangJavaScript, code: code})
+	}
+	res, s := js("let a = 20; const f = (x) => x + 1; function g() { return a * 2 }\nconsole.log('hi')")
+	if res.ExitCode != 0 || s.stdout.String() != "hi\n" || !res.Restarted {
+		t.Fatalf("first: %+v %q %q", res, s.stdout.String(), s.stderr.String())
+	}
+	res, s = js("f(g()) + 1")
+	if res.ExitCode != 0 || s.result() != "42" {
+		t.Fatalf("state: %+v %q %v", res, s.result(), res.Error)
+	}
+	res, s = js("const r = await Promise.resolve(5); r * 2")
+	if res.ExitCode != 0 || s.result() != "10" {
+		t.Fatalf("await: %+v %q %+v", res, s.result(), res.Error)
+	}
+	res, s = js("r")
+	if s.result() != "5" {
+		t.Fatalf("await binding: %q %+v", s.result(), res.Error)
+	}
+	res, _ = js("null.x")
+	if res.ExitCode != 1 || res.Error == nil || res.Error.Name != "TypeError" || res.Error.Traceback == "" {
+		t.Fatalf("error: %+v %+v", res, res.Error)
+	}
+	res, _ = run(t, m, call{lang: wire.LangJavaScript, code: "while (true) {}", timeout: 300 * time.Millisecond})
+	if !res.TimedOut || res.Error == nil || res.Error.Name != "Interrupted" || res.Ended != "" {
+		t.Fatalf("sync interrupt: %+v %+v", res, res.Error)
+	}
+	res, _ = run(t, m, call{lang: wire.LangJavaScript, code: "await new Promise(() => {})", timeout: 300 * time.Millisecond})
+	if !res.TimedOut || res.Error == nil || res.Error.Name != "Interrupted" || res.Ended != "" {
+		t.Fatalf("async interrupt: %+v %+v", res, res.Error)
+	}
+	res, s = js("a")
+	if res.Restarted || s.result() != "20" {
+		t.Fatalf("after interrupts: %+v %q", res, s.result())
+	}
+	res, _ = js("process.exit(4)")
+	if res.ExitCode != 4 || res.Ended == "" {
+		t.Fatalf("exit: %+v", res)
+	}
+	res, s = js("typeof a")
+	if !res.Restarted || s.result() != "'undefined'" {
+		t.Fatalf("after exit: %+v %q", res, s.result())
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(m.Run())
+}
