@@ -23,6 +23,12 @@ type Spec struct {
 	DiskMiB   int               `json:"disk_mib,omitempty"`
 	Network   bool              `json:"network"`
 	Env       map[string]string `json:"env,omitempty"`
+	// WorkDir, UID and GID are the defaults of runs from the image config
+	// (WorkingDir, User); empty: DefaultWorkDir, as root. The manager
+	// applies them; engines need not.
+	WorkDir string  `json:"work_dir,omitempty"`
+	UID     *uint32 `json:"uid,omitempty"`
+	GID     *uint32 `json:"gid,omitempty"`
 	// BoxDir is the box's private directory (home/boxes/<id>); it survives
 	// stop/start and is removed by Destroy.
 	BoxDir string `json:"box_dir"`

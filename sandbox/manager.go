@@ -69,6 +69,9 @@ type Config struct {
 	HostCPUs int
 	// ClientName identifies this server in agent logs.
 	ClientName string
+	// Images resolves create requests' images (references are pulled);
+	// nil: image names are used as they are.
+	Images ImageSource
 	// Logger receives the manager's logs (default: discard).
 	Logger *slog.Logger
 	// Now and BootID replace the clock and the host boot id (tests).
@@ -245,6 +248,8 @@ type CreateRequest struct {
 	Env         map[string]string
 	TTL         time.Duration // destroy after this long; 0: never
 	IdleTimeout time.Duration // stop after this long unused; 0: server default
+	// Progress, when set, follows an image pull during Create.
+	Progress func(ImageProgress)
 }
 
 var (
@@ -294,6 +299,10 @@ func (r *CreateRequest) validate() error {
 // Create makes a box and starts it; it returns once the box's agent answered.
 // A box that fails to start is removed again and the error says why.
 func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (*Box, error) {
+	img, err := m.resolveImage(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
@@ -312,6 +321,7 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	}
 	spec := Spec{ID: row.ID, Name: req.Name, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
 		Network: req.Network, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
+	img.apply(&spec)
 	row.Spec, _ = json.Marshal(spec)
 	log := m.log.With("box_id", row.ID, "engine", eng.Name())
 

@@ -375,6 +375,10 @@ var errNoAnswer = errors.New("the box did not answer in time")
 // Exec runs a program in the box (starting the box if it is stopped).
 // A non-zero exit or a timeout is a normal result.
 func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequest, eio client.ExecIO) (*wire.ExecResult, *Box, error) {
+	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID)
+	if err != nil {
+		return nil, nil, err
+	}
 	var res *wire.ExecResult
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
 		limit := callTimeout
@@ -395,6 +399,10 @@ func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequ
 
 // WriteFile writes r to path in the box; size is exact or -1.
 func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.WriteFileReq, r io.Reader) (*wire.Result, *Box, error) {
+	ref, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID)
+	if err != nil {
+		return nil, nil, err
+	}
 	var res *wire.Result
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
 		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)

@@ -202,9 +202,6 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 	for _, k := range keys {
 		envList = append(envList, k+"="+env[k])
 	}
-	if cwd == "" {
-		cwd = "/root"
-	}
 	er := wire.ExecRequest{Argv: argv, Env: envList, Cwd: cwd, Stdin: []byte(stdin), TimeoutMs: int64(timeoutSecs) * 1000, OutputLimit: s.cfg.OutputLimit}
 	stdout, stderr := outBuffer{limit: int(s.cfg.OutputLimit)}, outBuffer{limit: int(s.cfg.OutputLimit)}
 	var res *wire.ExecResult

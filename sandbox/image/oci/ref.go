@@ -1,0 +1,160 @@
+package oci
+
+// References, local names, the --allow-image patterns and the rule that
+// plain HTTP goes to loopback registries only.
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// canonicalRef is a parsed reference with its canonical spelling:
+// docker.io/library/python:3.12, ghcr.io/org/tool@sha256:...
+type canonicalRef struct {
+	ref name.Reference
+}
+
+// ParseRef parses an image reference the way docker does (a bare name is
+// on Docker Hub, a missing tag is latest).
+func ParseRef(s string) (canonicalRef, error) {
+	if s == "" || len(s) > 512 || strings.ContainsAny(s, " \t\r\n\x00") {
+		return canonicalRef{}, fmt.Errorf("%q is not an image reference", s)
+	}
+	r, err := name.ParseReference(s)
+	if err != nil {
+		return canonicalRef{}, fmt.Errorf("%q is not an image reference: %v", s, err)
+	}
+	return canonicalRef{ref: r}, nil
+}
+
+func (c canonicalRef) registry() string {
+	r := c.ref.Context().RegistryStr()
+	if r == name.DefaultRegistry {
+		return "docker.io"
+	}
+	return r
+}
+
+// repository is REGISTRY/REPO.
+func (c canonicalRef) repository() string {
+	return c.registry() + "/" + c.ref.Context().RepositoryStr()
+}
+
+// String is the canonical reference.
+func (c canonicalRef) String() string {
+	if d, ok := c.ref.(name.Digest); ok {
+		return c.repository() + "@" + d.DigestStr()
+	}
+	return c.repository() + ":" + c.ref.Identifier()
+}
+
+// byDigest says the reference names an immutable digest.
+func (c canonicalRef) byDigest() bool {
+	_, ok := c.ref.(name.Digest)
+	return ok
+}
+
+var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+
+// LocalName is the image name a reference gets when none is given:
+// python-3.12 for docker.io/library/python:3.12, ghcr.io-org-tool-1.4 for
+// ghcr.io/org/tool:1.4; digests are shortened. A name longer than 63
+// characters is cut and given a hash of the reference.
+func LocalName(c canonicalRef) string {
+	repo := c.ref.Context().RepositoryStr()
+	if c.registry() == "docker.io" {
+		repo = strings.TrimPrefix(repo, "library/")
+	} else {
+		repo = c.registry() + "/" + repo
+	}
+	id := c.ref.Identifier()
+	if d, ok := c.ref.(name.Digest); ok {
+		id = strings.Replace(d.DigestStr(), ":", "-", 1)
+		if len(id) > 19 {
+			id = id[:19]
+		}
+	}
+	n := strings.Trim(unsafeNameChars.ReplaceAllString(repo+"-"+id, "-"), "-._")
+	if len(n) > 63 || n == "" {
+		sum := sha256.Sum256([]byte(c.String()))
+		n = strings.Trim(n[:min(len(n), 54)], "-._") + "-" + hex.EncodeToString(sum[:4])
+	}
+	return n
+}
+
+// allowed reports whether ref matches one of the patterns (no patterns:
+// everything). A pattern matches the canonical reference or its
+// repository; '*' matches any run of characters, '/' included.
+func allowed(patterns []string, c canonicalRef) bool {
+	if len(patterns) == 0 {
+		return true
+	}
+	for _, p := range patterns {
+		if globMatch(p, c.String()) || globMatch(p, c.repository()) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckPattern reports whether p is a usable --allow-image pattern.
+func CheckPattern(p string) error {
+	if p == "" || strings.ContainsAny(p, " \t\r\n\x00") {
+		return fmt.Errorf("%q is not a reference pattern", p)
+	}
+	return nil
+}
+
+// globMatch matches s against p where '*' is any run of characters and
+// '?' one character.
+func globMatch(p, s string) bool {
+	var re strings.Builder
+	re.WriteString("^")
+	for _, r := range p {
+		switch r {
+		case '*':
+			re.WriteString(".*")
+		case '?':
+			re.WriteString(".")
+		default:
+			re.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	re.WriteString("$")
+	ok, _ := regexp.MatchString(re.String(), s)
+	return ok
+}
+
+// errPlainHTTP refuses an unencrypted request to a registry off loopback.
+var errPlainHTTP = errors.New("plain HTTP is only used for registries on loopback")
+
+// loopbackHTTPOnly refuses http:// requests to hosts other than loopback
+// (go-containerregistry would otherwise speak plain HTTP to private and
+// .local addresses too).
+type loopbackHTTPOnly struct{ next http.RoundTripper }
+
+func (l loopbackHTTPOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && !isLoopback(req.URL.Hostname()) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), errPlainHTTP)
+	}
+	return l.next.RoundTrip(req)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
