@@ -80,8 +80,9 @@ var specs = []spec{
 		"ttl_seconds":          {Min: f(0), Max: f(MaxTTLSeconds)},
 		"idle_timeout_seconds": {Min: f(0), Max: f(MaxTTLSeconds)},
 	}},
-	{"run_code", reflect.TypeFor[RunCodeIn](), reflect.TypeFor[RunOut](), map[string]extra{
+	{"run_code", reflect.TypeFor[RunCodeIn](), reflect.TypeFor[RunCodeOut](), map[string]extra{
 		"box":             boxRef,
+		"session":         {Default: DefaultSession, Pattern: sessionPattern},
 		"code":            {MaxLength: n(MaxCodeBytes)},
 		"language":        {Default: "python", Enum: strs(Languages)},
 		"timeout_seconds": {Default: DefaultTimeoutSecs, Min: f(1), Max: f(MaxTimeoutSecs)},

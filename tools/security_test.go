@@ -144,6 +144,11 @@ func TestResultSizeWorstCase(t *testing.T) {
 				}
 				truncated := false
 				switch out := r.StructuredContent.(type) {
+				case RunCodeOut: // run_code
+					truncated = out.Truncated
+					if !strings.HasPrefix(printed, out.Stdout) || !strings.HasPrefix(printed, out.Stderr) {
+						t.Errorf("%s: stdout or stderr is not a prefix of what the box printed", what)
+					}
 				case RunOut:
 					truncated = out.Truncated
 					if !strings.HasPrefix(printed, out.Stdout) || !strings.HasPrefix(printed, out.Stderr) {

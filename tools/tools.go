@@ -118,7 +118,8 @@ func rawSchemas(sc Schema) mcp.ToolOption {
 }
 
 const instructions = `boxlite-mcp gives you disposable, isolated Linux machines ("boxes").
-create_box makes one (Debian with python3, node and bash); run_code and exec_command run code in it;
+create_box makes one (Debian with python3 and its data stack, node and bash); run_code and exec_command run code in it
+(run_code keeps a Python or JavaScript session, like a notebook: state persists between calls, plots come back as images);
 write_file and read_file move files; list_boxes shows your boxes; destroy_box removes one.
 Boxes keep their files until destroyed, stop when idle, and restart transparently on the next call.`
 
@@ -144,8 +145,8 @@ func (s *Server) defs() []toolDef {
 	return []toolDef{
 		{"create_box", "Create a box", "Create a new isolated Linux box (a microVM where the host allows, else a namespace jail) and start it. Returns its id; pass the id (or the name you chose) to the other tools.",
 			annotations{destructive: false, idempotent: false, openWorld: false}, typed(s.createBox)},
-		{"run_code", "Run code in a box", "Run a program in a box and return its output. language is python (default), javascript (node), bash or sh. A non-zero exit or a timeout is a normal result (see exit_code and timed_out). A stopped box is started first.",
-			annotations{destructive: true, idempotent: false, openWorld: true}, typed(s.runCode)},
+		{"run_code", "Run code in a box", "Run code in a box and return its output. language is python (default), javascript (node), bash or sh. Python and JavaScript run in a persistent interpreter session, like notebook cells: variables, imports and functions persist between calls (session names another interpreter, reset restarts it, fresh runs a new process instead). The result has the last expression's value (result), an exception (error), and rich outputs such as matplotlib plots (outputs, and images as image content). A non-zero exit or a timeout is a normal result (see exit_code and timed_out; a timeout interrupts a session's code and keeps its state). A stopped box is started first.",
+			annotations{destructive: true, idempotent: false, openWorld: true}, typed(s.runCodeTool)},
 		{"exec_command", "Run a shell command in a box", "Run a shell command (/bin/sh -c) in a box and return its output, with the same result as run_code.",
 			annotations{destructive: true, idempotent: false, openWorld: true}, typed(s.execCommand)},
 		{"write_file", "Write a file in a box", "Write a file in a box (replacing it atomically; parent directories are created). content is text, or base64 with encoding=base64 for binary data.",

@@ -34,7 +34,46 @@ type RunCodeIn struct {
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Kill the run after this many seconds"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"Standard input for the program"`
 	Env            map[string]string `json:"env,omitempty" jsonschema:"Extra environment variables for this run"`
-	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root)"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root). In a session it changes the interpreter's working directory before the code runs, and persists"`
+	Session        string            `json:"session,omitempty" jsonschema:"Interpreter session to run in (python and javascript): variables, imports, functions and the working directory persist between the calls of a session; another name is a separate interpreter in the same box"`
+	Fresh          bool              `json:"fresh,omitempty" jsonschema:"Run in a new process, not in a session (bash and sh always do)"`
+	Reset          bool              `json:"reset,omitempty" jsonschema:"Restart the session (clearing its state) before running the code"`
+}
+
+// RunCodeOut is run_code's result: a run's result, plus for a session the
+// value of the last expression, an exception, rich outputs and the session.
+type RunCodeOut struct {
+	RunOut
+	Result  *string      `json:"result,omitempty" jsonschema:"Text form of the value of the last expression, as a notebook cell shows it; absent when there is none"`
+	Error   *CodeError   `json:"error,omitempty" jsonschema:"The exception the code raised (exit_code is then 1); absent on success"`
+	Outputs []OutputOut  `json:"outputs" jsonschema:"Rich outputs in order (plots, display(), HTML tables); PNG and JPEG images are also returned as image content"`
+	Session *SessionInfo `json:"session,omitempty" jsonschema:"The session the code ran in; absent for fresh runs"`
+}
+
+// CodeError is an exception raised by code in a session.
+type CodeError struct {
+	Name      string `json:"name" jsonschema:"Exception type, e.g. ZeroDivisionError"`
+	Message   string `json:"message" jsonschema:"Exception message"`
+	Traceback string `json:"traceback" jsonschema:"Traceback text (no colour codes)"`
+}
+
+// OutputOut is one rich output.
+type OutputOut struct {
+	Mime  string `json:"mime" jsonschema:"MIME type"`
+	Bytes int64  `json:"bytes" jsonschema:"Size of the output in bytes"`
+	Text  string `json:"text,omitempty" jsonschema:"The output, for textual types (text/html, text/markdown, application/json, image/svg+xml, ...)"`
+	Image int    `json:"image,omitempty" jsonschema:"For an image returned as image content: its position among the result's images, from 1"`
+	// Dropped says the output did not fit the result and is left out.
+	Dropped bool `json:"dropped,omitempty" jsonschema:"The output was left out of this result (over the size limits)"`
+}
+
+// SessionInfo describes the session a run_code call ran in.
+type SessionInfo struct {
+	Name           string `json:"name" jsonschema:"Session name"`
+	Language       string `json:"language" jsonschema:"Interpreter language"`
+	ExecutionCount int    `json:"execution_count" jsonschema:"The interpreter's cell counter after this call"`
+	Restarted      bool   `json:"restarted" jsonschema:"The interpreter was (re)started for this call, so earlier state is gone"`
+	RestartReason  string `json:"restart_reason,omitempty" jsonschema:"Why it was (re)started: first use, reset, a crash, an out-of-memory kill, a failed interrupt, eviction"`
 }
 
 // ExecCommandIn is exec_command's input.
