@@ -26,6 +26,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // Limits on what a box may ask for.
@@ -36,6 +37,9 @@ const (
 	DefaultCPUs     = 1
 	DefaultMemory   = 512
 	DefaultImage    = "default"
+	DefaultDiskMiB  = 4096
+	MinDiskMiB      = 256
+	MaxDiskMiB      = 64 << 10
 	MaxEnvEntries   = 256
 	maxNameLength   = 63
 	engineStateFile = "engine.json"
@@ -243,11 +247,13 @@ type CreateRequest struct {
 	Engine      string // "auto" (default), "jail", "qemu", "krun"
 	CPUs        int    // default 1
 	MemoryMiB   int    // default 512
-	DiskMiB     int    // engine default when 0
+	DiskMiB     int    // default DefaultDiskMiB
 	Network     bool
 	Env         map[string]string
 	TTL         time.Duration // destroy after this long; 0: never
 	IdleTimeout time.Duration // stop after this long unused; 0: server default
+	// NetworkAllow limits the box to these destinations (implies Network).
+	NetworkAllow []string
 	// Progress, when set, follows an image pull during Create.
 	Progress func(ImageProgress)
 }
@@ -279,9 +285,17 @@ func (r *CreateRequest) validate() error {
 	if r.MemoryMiB < MinMemoryMiB || r.MemoryMiB > MaxMemoryMiB {
 		return Errorf(ErrInvalidArgument, "memory_mib must be between %d and %d (got %d)", MinMemoryMiB, MaxMemoryMiB, r.MemoryMiB)
 	}
-	if r.DiskMiB < 0 {
-		return Errorf(ErrInvalidArgument, "disk size must not be negative")
+	if r.DiskMiB == 0 {
+		r.DiskMiB = DefaultDiskMiB
 	}
+	if r.DiskMiB < MinDiskMiB || r.DiskMiB > MaxDiskMiB {
+		return Errorf(ErrInvalidArgument, "disk_mib must be between %d and %d (got %d)", MinDiskMiB, MaxDiskMiB, r.DiskMiB)
+	}
+	policy, err := network.ParsePolicy(r.Network, r.NetworkAllow)
+	if err != nil {
+		return Wrapf(ErrInvalidArgument, err, "%v", err)
+	}
+	r.Network, r.NetworkAllow = policy.Enabled, policy.Entries()
 	if len(r.Env) > MaxEnvEntries {
 		return Errorf(ErrInvalidArgument, "at most %d environment variables", MaxEnvEntries)
 	}
@@ -320,7 +334,7 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		row.ExpiresAt = now.Add(req.TTL)
 	}
 	spec := Spec{ID: row.ID, Name: req.Name, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
-		Network: req.Network, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
+		Network: req.Network, NetworkAllow: req.NetworkAllow, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
 	img.apply(&spec)
 	row.Spec, _ = json.Marshal(spec)
 	log := m.log.With("box_id", row.ID, "engine", eng.Name())

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -266,5 +268,38 @@ func TestJailCopiedImageFallback(t *testing.T) {
 	img, _ := image.Locate(home, "default")
 	if _, err := os.Stat(filepath.Join(img.RootfsDir(), "usr/bin/mine")); err == nil {
 		t.Fatal("the box's write reached the shared image")
+	}
+}
+
+// TestJailDiskQuota: a box fills its own disk (disk_mib), gets ENOSPC,
+// leaves the host's disk alone, and works again after deleting files.
+func TestJailDiskQuota(t *testing.T) {
+	testenv.RequireRoot(t)
+	home := testenv.Home(t)
+	m := server(t, home)
+	destroyAll(t, m)
+	b, err := m.Create(context.Background(), "t", sandbox.CreateRequest{DiskMiB: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after unix.Statfs_t
+	unix.Statfs(b.Spec.BoxDir, &before)
+	o := shIn(t, m, b.ID, `dd if=/dev/zero of=/root/fill bs=1M count=400 2>&1; echo "dd=$?"; df -m / | tail -1`)
+	if !strings.Contains(o.stdout, "No space left on device") || !strings.Contains(o.stdout, "dd=1") {
+		t.Fatalf("filling a 300 MiB disk with 400 MiB: %q %q", o.stdout, o.stderr)
+	}
+	unix.Statfs(b.Spec.BoxDir, &after)
+	if used := int64(before.Bfree-after.Bfree) * before.Bsize >> 20; used > 350 {
+		t.Fatalf("the host's disk lost %d MiB to a 300 MiB box", used)
+	}
+	if o := shIn(t, m, b.ID, `rm /root/fill && echo again > /root/x && cat /root/x`); o.stdout != "again\n" {
+		t.Fatalf("after freeing: %q %q", o.stdout, o.stderr)
+	}
+	// The quota survives a restart (the disk is the box's, not the session's).
+	if _, err := m.Stop(context.Background(), "t", b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if o := shIn(t, m, b.ID, `cat /root/x; dd if=/dev/zero of=/root/fill bs=1M count=400 2>/dev/null; echo "dd=$?"`); o.stdout != "again\ndd=1\n" {
+		t.Fatalf("after a restart: %q %q", o.stdout, o.stderr)
 	}
 }
