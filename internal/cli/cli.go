@@ -15,7 +15,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
 	"github.com/boxlite-ai/boxlite-mcp/tools"
 )
 
@@ -38,8 +37,8 @@ The home directory is --home, else $BOXLITE_HOME, else $XDG_DATA_HOME/boxlite
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 1 && args[1] == krun.ShimArg {
-		krun.ShimMain() // exits; with a real libkrun it never returns from the VM
+	if len(args) > 1 && hiddenCommands[args[1]] != nil {
+		hiddenCommands[args[1]]() // exits; the krun shim never returns from the VM
 		return 125
 	}
 	if len(args) < 2 {

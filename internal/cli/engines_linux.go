@@ -5,16 +5,17 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
-	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
 )
 
+// The Linux engines: the namespace jail and QEMU microVMs.
 func init() {
-	extraEngines = func(home string, log *slog.Logger) map[string]sandbox.Engine {
-		return map[string]sandbox.Engine{
-			"qemu": qemu.New(qemu.Config{Home: home, Logger: log}),
-			"krun": krun.New(krun.Config{Home: home, Logger: log}),
-		}
+	engineMakers["jail"] = func(home string, log *slog.Logger) sandbox.Engine {
+		return jail.New(jail.Config{Home: home, Logger: log})
+	}
+	engineMakers["qemu"] = func(home string, log *slog.Logger) sandbox.Engine {
+		return qemu.New(qemu.Config{Home: home, Logger: log})
 	}
 	vmImage = func(cfg *image.BuildConfig) {
 		cfg.Kernel = qemu.KernelStep(cfg.Agent)

@@ -49,7 +49,7 @@ func Tree(root string, from, to uint32) (changed int, size int64, err error) {
 		}
 		changed++
 		if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 && fi.Mode()&fs.ModeSymlink == 0 {
-			return unix.Chmod(p, st.Mode&0o7777)
+			return unix.Chmod(p, uint32(st.Mode&0o7777))
 		}
 		return nil
 	})

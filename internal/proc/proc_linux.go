@@ -1,7 +1,3 @@
-// Package proc identifies and supervises host processes that outlive the
-// server that started them: a pid plus its start time names one process
-// (a reused pid has another start time), and waiting works for non-children
-// through a pidfd.
 package proc
 
 import (
@@ -16,22 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// ID names one process instance: a pid plus the kernel's start time of that
-// pid (clock ticks since boot, /proc/<pid>/stat field 22).
-type ID struct {
-	PID       int    `json:"pid"`
-	StartTime uint64 `json:"start_time"`
-}
-
-// Of returns the ID of the running process pid.
-func Of(pid int) (ID, error) {
-	st, err := StartTime(pid)
-	if err != nil {
-		return ID{}, err
-	}
-	return ID{PID: pid, StartTime: st}, nil
-}
 
 // StartTime reads pid's start time from /proc.
 func StartTime(pid int) (uint64, error) {
@@ -100,32 +80,6 @@ func (id ID) Signal(sig syscall.Signal) error {
 	return ignoreESRCH(unix.PidfdSendSignal(fd, sig, nil, 0))
 }
 
-// KillGroup sends SIGKILL to id's process group (the process leads it) and to the process.
-func (id ID) KillGroup() error {
-	if !id.Alive() {
-		return nil
-	}
-	err := ignoreESRCH(syscall.Kill(-id.PID, syscall.SIGKILL))
-	return errors.Join(err, id.Signal(syscall.SIGKILL))
-}
-
-func ignoreESRCH(err error) error {
-	if errors.Is(err, syscall.ESRCH) {
-		return nil
-	}
-	return err
-}
-
-// Wait blocks until the process has exited or timeout passes; it reports
-// whether the process is gone. It works for processes that are not our
-// children. It never reaps: whoever started a child owns its wait (an
-// exited child counts as gone while it is a zombie).
-func (id ID) Wait(timeout time.Duration) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return id.Exited(ctx) == nil
-}
-
 // Exited blocks until the process has exited (nil) or ctx ends (its
 // error). It waits on a pidfd through the runtime's poller, so a blocked
 // Exited holds no thread; kernels without pidfds get a polling loop.
@@ -135,14 +89,7 @@ func (id ID) Exited(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		for id.Alive() {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		return nil
+		return id.pollExited(ctx)
 	}
 	f := os.NewFile(uintptr(fd), "pidfd")
 	defer f.Close()
