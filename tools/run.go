@@ -223,6 +223,11 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 		return err
 	})
 	if err != nil {
+		if tool == "run_code" {
+			if r := s.interpreterMissing(ctx, box, argv[0], envList, err); r != nil {
+				return r
+			}
+		}
 		return s.toolError(ctx, tool, err)
 	}
 	return runResult(res, &stdout, &stderr, timeoutSecs)

@@ -72,7 +72,7 @@ type spec struct {
 var specs = []spec{
 	{"create_box", reflect.TypeFor[CreateBoxIn](), reflect.TypeFor[BoxOut](), map[string]extra{
 		"name":                 {MaxLength: n(63), Pattern: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`},
-		"image":                {Default: sandbox.DefaultImage, MaxLength: n(63)},
+		"image":                {Default: sandbox.DefaultImage, MaxLength: n(512)},
 		"engine":               {Default: "auto", Enum: strs(Engines)},
 		"cpus":                 {Default: sandbox.DefaultCPUs, Min: f(1), Max: f(sandbox.MaxCPUs)},
 		"memory_mib":           {Default: sandbox.DefaultMemory, Min: f(sandbox.MinMemoryMiB), Max: f(sandbox.MaxMemoryMiB)},

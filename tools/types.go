@@ -6,7 +6,7 @@ package tools
 // CreateBoxIn is create_box's input.
 type CreateBoxIn struct {
 	Name               string            `json:"name,omitempty" jsonschema:"Optional name, unique among your boxes; usable wherever a box is asked for"`
-	Image              string            `json:"image,omitempty" jsonschema:"Guest image to boot"`
+	Image              string            `json:"image,omitempty" jsonschema:"Guest image: a local image name, or an OCI/Docker reference such as python:3.12-slim or ghcr.io/org/tool:1.4, pulled on first use (its Env, WorkingDir and User apply; Entrypoint and Cmd are ignored)"`
 	Engine             string            `json:"engine,omitempty" jsonschema:"Isolation engine: auto picks the strongest this host can run (krun, then qemu, then jail)"`
 	CPUs               int               `json:"cpus,omitempty" jsonschema:"Virtual CPUs"`
 	MemoryMiB          int               `json:"memory_mib,omitempty" jsonschema:"Memory limit in MiB"`
@@ -34,7 +34,7 @@ type RunCodeIn struct {
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Kill the run after this many seconds"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"Standard input for the program"`
 	Env            map[string]string `json:"env,omitempty" jsonschema:"Extra environment variables for this run"`
-	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root). In a session it changes the interpreter's working directory before the code runs, and persists"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default: the image's working directory, else /root). In a session it changes the interpreter's working directory before the code runs, and persists"`
 	Session        string            `json:"session,omitempty" jsonschema:"Interpreter session to run in (python and javascript): variables, imports, functions and the working directory persist between the calls of a session; another name is a separate interpreter in the same box"`
 	Fresh          bool              `json:"fresh,omitempty" jsonschema:"Run in a new process, not in a session (bash and sh always do)"`
 	Reset          bool              `json:"reset,omitempty" jsonschema:"Restart the session (clearing its state) before running the code"`
@@ -83,7 +83,7 @@ type ExecCommandIn struct {
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Kill the command after this many seconds"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"Standard input for the command"`
 	Env            map[string]string `json:"env,omitempty" jsonschema:"Extra environment variables for this command"`
-	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default /root)"`
+	Cwd            string            `json:"cwd,omitempty" jsonschema:"Working directory (absolute path in the box; default: the image's working directory, else /root)"`
 }
 
 // RunOut is the result of run_code and exec_command.

@@ -27,7 +27,11 @@ Usage:
   boxlite-mcp serve [--transport stdio|http|sse] [--listen 127.0.0.1:7070] [--home DIR]
                     [--engine auto|krun|qemu|jail] [--token-file FILE] [--allow-origin ORIGIN]...
                     [--stop-boxes-on-exit] [--idle-timeout 15m] [--log-level info]
+                    [--pull missing|never|always] [--allow-image PATTERN]...
   boxlite-mcp image build [--name default] [--home DIR] [--agent PATH] [--mirror URL] [--force]
+  boxlite-mcp image pull REF [--name NAME]      # any OCI/Docker image, e.g. python:3.12-slim
+  boxlite-mcp image import FILE|DIR --name NAME # docker save tarball, OCI layout dir or tarball
+  boxlite-mcp image list | rm NAME | prune
   boxlite-mcp doctor [--home DIR]
   boxlite-mcp version
 
@@ -52,11 +56,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(ctx, args[2:], stderr)
 	case "image":
-		if len(args) < 3 || args[2] != "build" {
-			fmt.Fprintln(stderr, "usage: boxlite-mcp image build [--name default] [--home DIR]")
-			return 2
-		}
-		err = imageBuild(ctx, args[3:], stdout, stderr)
+		err = imageCmd(ctx, args[2:], stdout, stderr)
 	case "doctor":
 		err = doctor(ctx, args[2:], stdout)
 	case "version", "--version", "-v":

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -115,14 +114,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return transport.ServeHTTP(ctx, transport.HTTPConfig{MCP: srv, Listen: *listen, Tokens: tokens, AllowOrigins: origins, Logger: log,
 		MaxSessions: *maxSessions, OwnerMaxSessions: *ownerSessions},
 		*grace, func(addr string) {
-			url := "http://" + addr
 			engineLine := "none usable"
 			if chosen != nil {
 				engineLine = why
 			}
-			cfg, _ := json.MarshalIndent(map[string]any{"mcpServers": map[string]any{"boxlite": map[string]any{"type": "http", "url": url + "/mcp"}}}, "", "  ")
-			fmt.Fprintf(stderr, "\nboxlite-mcp %s serving MCP\n  streamable HTTP: %s/mcp\n  SSE (legacy):    %s/sse\n  engine:          %s\n  home:            %s\n\nClient configuration (Claude Code .mcp.json, Cursor mcp.json):\n%s\n\n",
-				Version, url, url, engineLine, *home, cfg)
+			printServing(stderr, addr, engineLine, *home, tokens != nil)
 		})
 }
 

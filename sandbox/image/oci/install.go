@@ -169,7 +169,7 @@ func (s *Store) build(ctx context.Context, src *source, name, tmp string, tr *tr
 
 	tr.start("making rootfs.ext4 for VM engines", 0)
 	ext4 := filepath.Join(tmp, "rootfs.ext4")
-	size := max(4<<30, 2*stats.Bytes+1<<30)
+	size := ext4Size(stats.Bytes)
 	logPath := filepath.Join(tmp, "build.log")
 	if err := runLogged(ctx, logPath, "mke2fs", "-q", "-t", "ext4", "-L", "boxlite-root", "-d", rootfs, ext4, fmt.Sprint(size>>10)+"k"); err != nil {
 		return nil, fmt.Errorf("mke2fs: %w: %s", err, tail(logPath))
@@ -198,6 +198,15 @@ func (s *Store) build(ctx context.Context, src *source, name, tmp string, tr *tr
 		return nil, err
 	}
 	return &meta, nil
+}
+
+// ext4Size is the size of an image's (sparse) ext4 disk: 4 GiB like the
+// default image's, or the content with a quarter and 512 MiB to spare, in
+// 256 MiB steps. A box's disk (disk_mib) must be at least this big.
+func ext4Size(content int64) int64 {
+	const step = 256 << 20
+	need := content + content/4 + 512<<20
+	return max(4<<30, (need+step-1)/step*step)
 }
 
 // unpackBlob unpacks one cached layer blob (gzip, zstd or plain tar).

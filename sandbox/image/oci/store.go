@@ -291,8 +291,8 @@ func (s *Store) pullLocked(ctx context.Context, c canonicalRef, name string, pol
 
 // installLocked builds src as image name; the caller holds name's lock.
 func (s *Store) installLocked(ctx context.Context, src *source, name string, tr *tracker) (*Meta, error) {
-	if s.cfg.Agent == "" {
-		return nil, errors.New("oci: no guest agent configured")
+	if fi, err := os.Stat(s.cfg.Agent); s.cfg.Agent == "" || err != nil || !fi.Mode().IsRegular() {
+		return nil, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "this server has no guest agent to put into images; build it (`make build`) or the default image (`boxlite-mcp image build`)")
 	}
 	old, _ := filepath.Glob(filepath.Join(s.imagesDir(), ".pull-"+name+"-*"))
 	for _, d := range old {

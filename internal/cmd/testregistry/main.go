@@ -1,0 +1,74 @@
+// Command testregistry serves OCI test images from a registry on loopback
+// for the e2e tests: test/python:1 (the default image's root file system,
+// with a user, a working directory and an environment in its config) and
+// test/nopython:1 (the same without Python). It prints "READY <addr>" and
+// serves until stdin closes or it is signalled.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/ocitest"
+)
+
+func main() {
+	rootfs := flag.String("rootfs", "", "root file system to serve as the images' base layer (required)")
+	listen := flag.String("listen", "127.0.0.1:0", "loopback address to listen on")
+	slow := flag.Int64("slow-first", 0, "throttle the first download of each big blob to this many bytes a second")
+	flag.Parse()
+	if *rootfs == "" {
+		fmt.Fprintln(os.Stderr, "testregistry: -rootfs is required")
+		os.Exit(2)
+	}
+	if err := run(*rootfs, *listen, *slow); err != nil {
+		fmt.Fprintln(os.Stderr, "testregistry:", err)
+		os.Exit(1)
+	}
+}
+
+func run(rootfs, listen string, slow int64) error {
+	tmp, err := os.MkdirTemp("", "testregistry-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	base, err := ocitest.DirLayer(rootfs, filepath.Join(tmp, "base.tar"), false)
+	if err != nil {
+		return err
+	}
+	py, nopy, err := ocitest.BoxImages(base, rootfs)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	reg := ocitest.Serve(l)
+	defer reg.Close()
+	for tag, img := range map[string]v1.Image{"test/python:1": py, "test/nopython:1": nopy} {
+		if _, err := reg.Push(tag, img); err != nil {
+			return err
+		}
+	}
+	reg.SlowFirst = slow
+	fmt.Printf("READY %s\n", reg.Addr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	eof := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(eof) }()
+	select {
+	case <-sig:
+	case <-eof:
+	}
+	return nil
+}
