@@ -229,10 +229,13 @@ func (s *Store) ensure(ctx context.Context, c canonicalRef, name string, policy 
 		names = []string{LocalName(c), LocalName(c) + "-" + shortHash(c.String())}
 	}
 	for _, n := range names {
-		tr.start("waiting for the image lock", 0)
-		unlock, err := s.lockImage(ctx, n)
-		if err != nil {
-			return nil, "", err
+		unlock, ok := tryLock(filepath.Join(s.imagesDir(), "."+n+".lock"))
+		if !ok {
+			tr.start("waiting for another pull of "+c.String(), 0)
+			var err error
+			if unlock, err = s.lockImage(ctx, n); err != nil {
+				return nil, "", err
+			}
 		}
 		m, got, err := s.pullLocked(ctx, c, n, policy, tr)
 		unlock()
@@ -331,7 +334,6 @@ func (s *Store) installLocked(ctx context.Context, src *source, name string, tr 
 	ok = true
 	s.log.Info("image installed", "image", name, "reference", src.ref, "digest", src.digest, "layers", len(src.layers),
 		"unpacked_mib", m.UnpackedBytes>>20, "seconds", time.Since(t0).Seconds())
-	tr.start("done", 0)
 	return m, nil
 }
 
