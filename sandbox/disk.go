@@ -3,6 +3,8 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -68,4 +70,48 @@ func CreateOverlay(ctx context.Context, qemuImg, boxDir, base string, sizeMiB in
 // or quota (it reports ENOSPC and EDQUOT only as text).
 func diskFull(out []byte) bool {
 	return bytes.Contains(out, []byte("No space left on device")) || bytes.Contains(out, []byte("Disk quota exceeded"))
+}
+
+// WriteEngineState records h in boxDir/engine.json, the file (and format)
+// the manager also writes once a start succeeded. An engine calls it the
+// moment its box process exists, before it waits for the agent: a server
+// that dies during a start then leaves a record from which the next
+// server's Recover, Stop and Destroy find that process and kill it, even
+// though the registry row has no engine state yet. The write is atomic (a
+// temporary file renamed into place); it is not fsynced, since a host crash
+// ends the process too.
+func WriteEngineState(boxDir string, h Handle) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(boxDir, "."+engineStateFile+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(boxDir, engineStateFile))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// ReadEngineState returns the handle recorded in boxDir (see
+// WriteEngineState): a zero Handle and no error when there is none.
+func ReadEngineState(boxDir string) (Handle, error) {
+	var h Handle
+	b, err := os.ReadFile(filepath.Join(boxDir, engineStateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return h, nil
+	}
+	if err != nil {
+		return h, err
+	}
+	return h, json.Unmarshal(b, &h)
 }

@@ -129,6 +129,11 @@ type state struct {
 	Proc proc.ID `json:"proc"`
 }
 
+func encode(st state) sandbox.Handle {
+	b, _ := json.Marshal(st)
+	return sandbox.Handle{Version: handleVersion, Engine: Name, State: b}
+}
+
 func decodeState(h sandbox.Handle) (state, error) {
 	var st state
 	if len(h.State) == 0 {
@@ -154,6 +159,12 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
 	}
+	// A shim of this box that no handle names was left by a server that
+	// died during a start. The caller holds the box's lock and the box is
+	// not running, so it goes.
+	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "an earlier VM of the box could not be stopped")
+	}
 	disk, err := sandbox.CreateOverlay(ctx, e.cfg.QemuImg, spec.BoxDir, img.Ext4Path(), spec.DiskMiB)
 	if err != nil {
 		return h, err
@@ -170,7 +181,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		Library: e.cfg.Library, CPUs: uint8(max(spec.CPUs, 1)), MemoryMiB: uint32(spec.MemoryMiB), Disk: disk, RootDevice: "/dev/vda",
 		Console: filepath.Join(spec.BoxDir, "console.log"), Socket: spec.Socket, Port: agentPort, Network: spec.Network,
 		Exec: image.AgentPath, Args: []string{"--listen", fmt.Sprintf("vsock:%d", agentPort), "--init"},
-		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: exitPath,
+		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: exitPath, BoxDir: spec.BoxDir,
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	logf, err := os.OpenFile(filepath.Join(spec.BoxDir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -188,19 +199,28 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the shim whenever it ends
-	id, _ := proc.Of(cmd.Process.Pid)
-	if id.PID == 0 {
-		id.PID = cmd.Process.Pid
-	}
-	st, _ := json.Marshal(state{Proc: id})
-	h = sandbox.Handle{Version: handleVersion, Engine: Name, State: st}
 	defer func() {
 		if err != nil {
-			id.KillGroup()
-			id.Wait(5 * time.Second)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+			}
 			os.Remove(spec.Socket)
 		}
 	}()
+	// Record the shim's identity before waiting for the agent, so a server
+	// that dies during the boot leaves it for the next one's Recover and
+	// Destroy. (The shim records itself too, first thing, which covers the
+	// instant between spawn and this record.)
+	id, err := proc.Of(cmd.Process.Pid)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the krun shim vanished as it started")
+	}
+	h = encode(state{Proc: id})
+	if err = sandbox.WriteEngineState(spec.BoxDir, h); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot record the box's state on the server's disk")
+	}
 	hctx, cancel := context.WithTimeout(ctx, e.cfg.HelloTimeout)
 	defer cancel()
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 20*time.Millisecond, "boxlite-mcp/krun-start"); err != nil {
@@ -220,6 +240,15 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 // Dial implements sandbox.Engine: libkrun forwards each connection to the
 // guest's vsock port.
 func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
+	st, err := decodeState(h)
+	if err != nil {
+		return nil, err
+	}
+	// Only the process h names is the box: an unrecorded or older shim
+	// answering on the box's socket is a leftover Recover will kill.
+	if !st.Proc.Alive() {
+		return nil, fmt.Errorf("krun shim of box %s (pid %d): %w", spec.ID, st.Proc.PID, sandbox.ErrNotRunning)
+	}
 	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
 }
 
@@ -228,45 +257,82 @@ func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
 	return func(ctx context.Context) (net.Conn, error) { return e.Dial(ctx, spec, h) }
 }
 
-// Recover implements sandbox.Engine.
+// Recover implements sandbox.Engine. The box is the shim h names; any
+// other shim recorded in the box directory (a zero h: any) was left by a
+// server that died during a start, and is killed.
 func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
 	st, err := decodeState(h)
 	if err != nil {
 		return err
 	}
-	if !st.Proc.Alive() {
-		os.Remove(spec.Socket)
-		return sandbox.ErrNotRunning
+	if st.Proc.Alive() {
+		return nil
 	}
-	return nil
+	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
+		return err
+	}
+	os.Remove(spec.Socket)
+	return sandbox.ErrNotRunning
 }
 
 // Stop implements sandbox.Engine: the agent's shutdown (the guest powers
-// off and libkrun exits the shim), then SIGTERM, then SIGKILL.
+// off and libkrun exits the shim), then SIGTERM, then SIGKILL; and SIGKILL
+// for a shim of the box that h does not name.
 func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
 	st, err := decodeState(h)
 	if err != nil {
-		return err
+		// The box directory's record still finds its process.
+		e.log.Warn("unreadable handle; stopping what the box directory records", "box_id", spec.ID, "err", err)
+		st = state{}
 	}
-	term := func() { st.Proc.Signal(syscall.SIGTERM) }
-	if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, term); err != nil {
-		return fmt.Errorf("krun shim: %w", err)
+	var errs []error
+	if st.Proc.PID != 0 {
+		term := func() { st.Proc.Signal(syscall.SIGTERM) }
+		if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, term); err != nil {
+			errs = append(errs, fmt.Errorf("krun shim: %w", err))
+		}
+	}
+	if err := e.killLeftovers(ctx, spec, st.Proc); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	os.Remove(spec.Socket)
 	return nil
 }
 
-// Destroy implements sandbox.Engine.
+// killLeftovers kills the live shim the box directory records (see
+// sandbox.WriteEngineState) unless it is keep; an error if it survives.
+func (e *Engine) killLeftovers(ctx context.Context, spec sandbox.Spec, keep proc.ID) error {
+	if spec.BoxDir == "" {
+		return nil
+	}
+	h, err := sandbox.ReadEngineState(spec.BoxDir)
+	if err != nil || h.Engine != Name {
+		return nil
+	}
+	st, err := decodeState(h)
+	if err != nil || st.Proc == keep || !st.Proc.Alive() {
+		return nil
+	}
+	e.log.Warn("killing a krun shim of the box that no handle names (left by a server that died during a start)", "box_id", spec.ID, "pid", st.Proc.PID)
+	if err := sandbox.StopProcess(ctx, st.Proc, nil, 0, nil); err != nil {
+		return fmt.Errorf("leftover krun shim: %w", err)
+	}
+	return nil
+}
+
+// Destroy implements sandbox.Engine. It kills the shim h names and any
+// other the box directory records (h may be zero), and fails, keeping the
+// box directory for a retry to find it by, while one still runs.
 func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
-	var errs []error
 	if err := e.Stop(ctx, spec, h, 0); err != nil {
-		errs = append(errs, err)
+		return err
 	}
 	os.Remove(spec.Socket)
 	if spec.BoxDir != "" {
-		if err := os.RemoveAll(spec.BoxDir); err != nil {
-			errs = append(errs, err)
-		}
+		return os.RemoveAll(spec.BoxDir)
 	}
-	return errors.Join(errs...)
+	return nil
 }

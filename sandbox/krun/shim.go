@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // ShimArg is the hidden first argument that turns the boxlite-mcp binary
@@ -33,6 +36,9 @@ type shimConfig struct {
 	Workdir    string   `json:"workdir"`
 	Rlimits    []string `json:"rlimits"`
 	ExitRecord string   `json:"exit_record"`
+	// BoxDir is where the shim records its own identity (engine.json)
+	// before anything else, as the server does right after spawning it.
+	BoxDir string `json:"box_dir"`
 }
 
 // exitRecord is what a shim leaves when it fails before the VM boots.
@@ -50,6 +56,18 @@ func ShimMain() {
 	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "boxlite krun shim: reading config: %v\n", err)
 		os.Exit(2)
+	}
+	if cfg.BoxDir != "" {
+		// Record this process first: should the server die before it records
+		// it, the next server still finds the box's shim and can kill it.
+		id, err := proc.Of(os.Getpid())
+		if err == nil {
+			err = sandbox.WriteEngineState(cfg.BoxDir, encode(state{Proc: id}))
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "boxlite krun shim: recording the shim: %v\n", err)
+			os.Exit(2)
+		}
 	}
 	if err := shim(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "boxlite krun shim: %v\n", err)

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,8 @@ const (
 	handleVersion = 1
 	serialPort    = "boxlite.agent" // the virtio-serial port name the agent looks for
 	vsockPort     = 1024
+	// pidFile is where QEMU records its own pid as it starts (-pidfile).
+	pidFile = "qemu.pid"
 )
 
 // Config configures the engine. Zero fields take defaults.
@@ -187,6 +190,12 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	if img.Manifest.Kernel == nil {
 		return sandbox.Handle{}, sandbox.Errorf(sandbox.ErrFailedPrecondition, "image %q has no VM kernel; rebuild it with `boxlite-mcp image build --force --name %s`", spec.Image, spec.Image)
 	}
+	// A QEMU of this box that no handle names was left by a server that
+	// died during a start; it holds the disk's write lock. The caller holds
+	// the box's lock and the box is not running, so it goes.
+	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
+		return sandbox.Handle{}, sandbox.Wrapf(sandbox.ErrInternal, err, "an earlier VM of the box could not be stopped")
+	}
 	if err := e.prepareDisk(ctx, spec, img); err != nil {
 		return sandbox.Handle{}, err
 	}
@@ -260,11 +269,6 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // owns Wait: reaps QEMU whenever it ends
-	st.Proc, err = proc.Of(cmd.Process.Pid)
-	if err != nil {
-		st.Proc = proc.ID{PID: cmd.Process.Pid}
-	}
-	h = encode(st)
 	defer func() {
 		if err != nil {
 			// Nothing of a failed boot stays running.
@@ -277,6 +281,16 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 			os.Remove(st.QMP)
 		}
 	}()
+	// Record QEMU's identity before waiting for the agent: a server that
+	// dies during the boot leaves it for the next one's Recover and Destroy
+	// (QEMU's own pid file covers the instant between spawn and record).
+	if st.Proc, err = proc.Of(cmd.Process.Pid); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the VM process vanished as it started")
+	}
+	h = encode(st)
+	if err = sandbox.WriteEngineState(spec.BoxDir, h); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot record the box's state on the server's disk")
+	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
@@ -317,6 +331,7 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, sandbox.DiskFile) + ",format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-qmp", "unix:" + st.QMP + ",server=on,wait=off",
+		"-pidfile", filepath.Join(spec.BoxDir, pidFile),
 	}
 	if st.KVM {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
@@ -394,6 +409,11 @@ func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) 
 	if err != nil {
 		return nil, err
 	}
+	// Only the process h names is the box: an unrecorded or older QEMU
+	// answering on the box's socket is a leftover Recover will kill.
+	if !st.Proc.Alive() {
+		return nil, fmt.Errorf("qemu of box %s (pid %d): %w", spec.ID, st.Proc.PID, sandbox.ErrNotRunning)
+	}
 	if st.Channel == "vsock" {
 		type result struct {
 			c   net.Conn
@@ -424,32 +444,108 @@ func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
 	return func(ctx context.Context) (net.Conn, error) { return e.Dial(ctx, spec, h) }
 }
 
-// Recover implements sandbox.Engine.
+// Recover implements sandbox.Engine. The box is the QEMU h names; any
+// other QEMU recorded in the box directory (a zero h: all of them) was left
+// by a server that died during a start, and is killed.
 func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
 	st, err := decodeState(h)
 	if err != nil {
 		return err
 	}
-	if !st.Proc.Alive() {
-		cleanup(spec, st)
-		return sandbox.ErrNotRunning
+	if st.Proc.Alive() {
+		return nil
 	}
-	return nil
+	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
+		return err
+	}
+	cleanup(spec, st)
+	return sandbox.ErrNotRunning
 }
 
 // Stop implements sandbox.Engine: the agent's shutdown (sync, power off),
-// then QMP quit, then SIGKILL.
+// then QMP quit, then SIGKILL; and SIGKILL for any QEMU of the box that h
+// does not name.
 func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
 	st, err := decodeState(h)
 	if err != nil {
-		return err
+		// The box directory's records still find its processes.
+		e.log.Warn("unreadable handle; stopping what the box directory records", "box_id", spec.ID, "err", err)
+		st = state{}
 	}
-	quit := func() { qmpQuit(st.QMP, 3*time.Second) }
-	if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, quit); err != nil {
-		return fmt.Errorf("qemu: %w", err)
+	var errs []error
+	if st.Proc.PID != 0 {
+		quit := func() { qmpQuit(st.QMP, 3*time.Second) }
+		if err := sandbox.StopProcess(ctx, st.Proc, e.dialer(spec, h), grace, quit); err != nil {
+			errs = append(errs, fmt.Errorf("qemu: %w", err))
+		}
+	}
+	if err := e.killLeftovers(ctx, spec, st.Proc); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	cleanup(spec, st)
 	return nil
+}
+
+// recorded returns the box's live QEMU processes that its directory
+// records: the one in engine.json (written right after the spawn, then by
+// the manager) and the one in QEMU's own pid file, which QEMU writes as it
+// starts and so covers a server killed between the spawn and its record.
+func recorded(spec sandbox.Spec) []proc.ID {
+	var ids []proc.ID
+	if spec.BoxDir == "" {
+		return nil
+	}
+	if h, err := sandbox.ReadEngineState(spec.BoxDir); err == nil && h.Engine == Name {
+		if st, err := decodeState(h); err == nil && st.Proc.Alive() {
+			ids = append(ids, st.Proc)
+		}
+	}
+	if id, ok := pidFileProc(filepath.Join(spec.BoxDir, pidFile)); ok && !slices.Contains(ids, id) {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// pidFileProc reads a QEMU pid file. It holds only a pid, which may have
+// been reused since: the process must also carry this very pid file on its
+// command line, checked between two reads of its start time.
+func pidFileProc(path string) (proc.ID, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return proc.ID{}, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return proc.ID{}, false
+	}
+	id, err := proc.Of(pid)
+	if err != nil {
+		return proc.ID{}, false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), path) || !id.Alive() {
+		return proc.ID{}, false
+	}
+	return id, true
+}
+
+// killLeftovers kills every live QEMU the box directory records except
+// keep, and returns an error if one survives.
+func (e *Engine) killLeftovers(ctx context.Context, spec sandbox.Spec, keep proc.ID) error {
+	var errs []error
+	for _, id := range recorded(spec) {
+		if id == keep {
+			continue
+		}
+		e.log.Warn("killing a QEMU of the box that no handle names (left by a server that died during a start)", "box_id", spec.ID, "pid", id.PID)
+		if err := sandbox.StopProcess(ctx, id, nil, 0, nil); err != nil {
+			errs = append(errs, fmt.Errorf("leftover qemu: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // qmpQuit asks QEMU to exit through its QMP socket.
@@ -482,20 +578,19 @@ func cleanup(spec sandbox.Spec, st state) {
 	}
 }
 
-// Destroy implements sandbox.Engine.
+// Destroy implements sandbox.Engine. It kills the QEMU h names and any
+// other the box directory records (h may be zero), and fails, keeping the
+// box directory for a retry to find them by, while one still runs.
 func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
-	var errs []error
 	if err := e.Stop(ctx, spec, h, 0); err != nil {
-		errs = append(errs, err)
+		return err
 	}
 	os.Remove(spec.Socket)
 	os.Remove(spec.Socket + ".qmp")
 	if spec.BoxDir != "" {
-		if err := os.RemoveAll(spec.BoxDir); err != nil {
-			errs = append(errs, err)
-		}
+		return os.RemoveAll(spec.BoxDir)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func consoleTail(path string, offset int64, n int) string {
