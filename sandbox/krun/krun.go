@@ -148,7 +148,10 @@ func decodeState(h sandbox.Handle) (state, error) {
 // Start implements sandbox.Engine.
 func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle, err error) {
 	if a := e.Available(ctx); !a.Usable {
-		return h, sandbox.Errorf(sandbox.ErrUnavailable, "the krun engine is not usable on this host: %s", a.Reason)
+		// The reason names host paths and loader errors: it is for the
+		// operator (doctor prints it), not for the client.
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, errors.New(a.Reason),
+			"the krun engine is not usable on this host; `boxlite-mcp doctor` on the server says why and what to install")
 	}
 	if !spec.Network {
 		if lib, err := Open(e.cfg.Library); err == nil && !lib.CanDisableNetwork() {
@@ -224,17 +227,51 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	hctx, cancel := context.WithTimeout(ctx, e.cfg.HelloTimeout)
 	defer cancel()
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 20*time.Millisecond, "boxlite-mcp/krun-start"); err != nil {
-		reason := err.Error()
-		if b, rerr := os.ReadFile(exitPath); rerr == nil {
-			var rec exitRecord
-			if json.Unmarshal(b, &rec) == nil && rec.Reason != "" {
-				reason = rec.Reason
-			}
-		}
-		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the krun VM did not start: %s", reason)
+		return h, e.bootError(ctx, spec, id, err, exitPath)
 	}
 	e.log.Info("krun box started", "box_id", spec.ID, "pid", id.PID)
 	return h, nil
+}
+
+// bootError says why a start did not reach the agent's hello. The public
+// text says what happened and where to look; libkrun's error (a C function
+// and its return code) and the shim's log are detail: logged with the box
+// id, and kept in the internal cause.
+func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, shim proc.ID, err error, exitPath string) error {
+	var rec exitRecord
+	if b, rerr := os.ReadFile(exitPath); rerr == nil {
+		json.Unmarshal(b, &rec)
+	}
+	shimLog, _ := os.ReadFile(filepath.Join(spec.BoxDir, "shim.log"))
+	logTail := lastLines(string(shimLog), 10)
+	e.log.Warn("krun vm did not boot", "box_id", spec.ID, "err", err, "libkrun_error", rec.Reason, "shim_log", logTail,
+		"console_log", filepath.Join(spec.BoxDir, "console.log"))
+	cause := fmt.Errorf("%w; libkrun: %q; shim log: %q", err, rec.Reason, logTail)
+	switch {
+	case ctx.Err() != nil:
+		return sandbox.Wrapf(sandbox.ErrDeadlineExceeded, cause, "the start was cancelled or ran out of time while the VM booted")
+	case rec.Reason != "":
+		return sandbox.Wrapf(sandbox.ErrUnavailable, cause,
+			"libkrun could not boot the VM; see the server log for box %s (`boxlite-mcp doctor` checks the host's libkrun and KVM)", spec.ID)
+	case !shim.Alive():
+		return sandbox.Wrapf(sandbox.ErrUnavailable, cause, "the VM exited during the boot; see the server log for box %s", spec.ID)
+	default:
+		return sandbox.Wrapf(sandbox.ErrUnavailable, cause, "the VM's agent did not answer within %s; see the server log for box %s", e.cfg.HelloTimeout, spec.ID)
+	}
+}
+
+// lastLines returns the last n non-empty lines of s.
+func lastLines(s string, n int) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 // Dial implements sandbox.Engine: libkrun forwards each connection to the

@@ -75,7 +75,7 @@ func TestKrunWithLibkrunTestDouble(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	home := testenv.Home(t)
+	home := builtImageHome(t)
 	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
 	enginetest.Run(t, enginetest.Target{
 		New:  func() sandbox.Engine { return newEngine(t, fe) },
@@ -117,8 +117,9 @@ func TestKrunUnavailable(t *testing.T) {
 		t.Fatalf("no library: %+v", a)
 	}
 	_, err := e.Start(ctx, specFor(home, persist.NewID()))
-	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(sandbox.PublicMessage(err), "dnf install libkrun") {
-		t.Fatalf("Start without library = %v", err)
+	if msg := sandbox.PublicMessage(err); !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(msg, "boxlite-mcp doctor") ||
+		strings.Contains(msg, "/") || !strings.Contains(err.Error(), "dnf install libkrun") {
+		t.Fatalf("Start without library = %v (public: %q); want a pointer to doctor, and the library path and install hint only in the cause", err, msg)
 	}
 	// An old library lacking the 1.17 symbols: usable only with network.
 	old := buildFake(t, "-DOLD_LIBKRUN")
@@ -152,19 +153,38 @@ func TestKrunUnavailable(t *testing.T) {
 }
 
 // TestKrunShimFailureIsReported: an error before boot (here the double's
-// start_enter cannot find its "kernel") reaches the caller through the exit record.
+// start_enter cannot find its "kernel") reaches the caller as a public
+// message without libkrun's C function, return code or host paths; those
+// are in the server log, under the box id, and in the internal cause.
 func TestKrunShimFailureIsReported(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	home := testenv.Home(t)
+	home := builtImageHome(t)
 	libDir := buildFake(t)
+	var logBuf strings.Builder
 	e := krun.New(krun.Config{Home: home, Library: filepath.Join(libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
-		ShimEnv: []string{"LD_LIBRARY_PATH=" + libDir}})
+		ShimEnv: []string{"LD_LIBRARY_PATH=" + libDir}, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
 	spec := specFor(home, persist.NewID())
 	_, err := e.Start(context.Background(), spec)
-	if err == nil || !strings.Contains(sandbox.PublicMessage(err), "krun_start_enter failed: -2") {
-		t.Fatalf("Start = %v", err)
+	if err == nil {
+		t.Fatal("Start succeeded")
+	}
+	msg := sandbox.PublicMessage(err)
+	t.Logf("public: %s", msg)
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(msg, "libkrun could not boot the VM") || !strings.Contains(msg, "server log for box "+spec.ID) {
+		t.Errorf("public message %q does not say what happened and where to look", msg)
+	}
+	for _, leak := range []string{"krun_start_enter", "-2", "/", "failed:"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("public message %q contains %q", msg, leak)
+		}
+	}
+	if !strings.Contains(err.Error(), "krun_start_enter failed: -2") {
+		t.Errorf("internal cause lacks libkrun's error: %v", err)
+	}
+	if logged := logBuf.String(); !strings.Contains(logged, "box_id="+spec.ID) || !strings.Contains(logged, "krun_start_enter failed: -2") {
+		t.Errorf("server log lacks the box id or libkrun's error:\n%s", logged)
 	}
 	if _, err := os.Stat(spec.Socket); !errors.Is(err, os.ErrNotExist) {
 		t.Error("socket left after a failed start")
@@ -179,7 +199,7 @@ func TestKrunDiskSize(t *testing.T) {
 	if err != nil {
 		t.Skip("qemu-img not installed")
 	}
-	home := testenv.Home(t)
+	home := builtImageHome(t)
 	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
 	e := newEngine(t, fe)
 	spec := specFor(home, persist.NewID())

@@ -185,7 +185,7 @@ func (e *Engine) Exclusive(h sandbox.Handle) bool {
 func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, error) {
 	img, err := image.Locate(e.cfg.Home, spec.Image)
 	if err != nil {
-		return sandbox.Handle{}, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
+		return sandbox.Handle{}, imageError(spec.Image, err)
 	}
 	if img.Manifest.Kernel == nil {
 		return sandbox.Handle{}, sandbox.Errorf(sandbox.ErrFailedPrecondition, "image %q has no VM kernel; rebuild it with `boxlite-mcp image build --force --name %s`", spec.Image, spec.Image)
@@ -216,11 +216,26 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 		}
 		lastErr = err
 		e.log.Warn("vm boot failed", "box_id", spec.ID, "attempt", attempt, "err", err)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !errors.Is(err, errNoBoot) {
 			break
 		}
 	}
+	if errors.Is(lastErr, errNoBoot) {
+		return sandbox.Handle{}, sandbox.Wrapf(sandbox.Class(lastErr), lastErr,
+			"the VM did not boot (%s); try again, and if it keeps failing see the server log for box %s",
+			sandbox.PublicMessage(lastErr), spec.ID)
+	}
 	return sandbox.Handle{}, lastErr
+}
+
+// imageError gives a failed image.Locate its class and public text: the
+// image package's own advice when the image is not built, else no detail
+// (the cause may name host paths).
+func imageError(name string, err error) error {
+	if errors.Is(err, image.ErrNotBuilt) {
+		return sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
+	}
+	return sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q cannot be read; see the server log, or rebuild it with `boxlite-mcp image build --force --name %s`", name, name)
 }
 
 // prepareDisk creates the box's qcow2 overlay over the image's ext4 once;
@@ -294,18 +309,33 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
-		tail := consoleTail(consolePath, consoleStart, 15)
-		qerr, _ := os.ReadFile(filepath.Join(spec.BoxDir, "qemu.log"))
-		msg := "the VM did not start"
-		if len(bytes.TrimSpace(qerr)) > 0 {
-			msg += ": qemu: " + strings.TrimSpace(string(qerr))
-		}
-		if tail != "" {
-			msg += "; last console lines:\n" + tail
-		}
-		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "%s", msg)
+		return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
 	}
 	return h, nil
+}
+
+// errNoBoot marks a boot that ran but never answered (see bootError).
+var errNoBoot = errors.New("the VM did not boot")
+
+// bootError says why a boot did not reach the agent's hello. The public
+// text says what happened and where to look; QEMU's own messages and the
+// console's last lines are detail: logged with the box id, and kept in the
+// internal cause. (The console log stays in the box directory while the
+// box exists; its path is in the log line.)
+func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, st state, err error, timeout time.Duration, consolePath string, consoleStart int64) error {
+	tail := consoleTail(consolePath, consoleStart, 15)
+	qlog, _ := os.ReadFile(filepath.Join(spec.BoxDir, "qemu.log"))
+	qmsg := strings.TrimSpace(string(qlog))
+	e.log.Warn("vm did not boot", "box_id", spec.ID, "err", err, "qemu_log", qmsg, "console_log", consolePath, "console_tail", tail)
+	cause := fmt.Errorf("%w: %w; qemu: %q; console: %q", errNoBoot, err, qmsg, tail)
+	switch {
+	case ctx.Err() != nil:
+		return sandbox.Wrapf(sandbox.ErrDeadlineExceeded, cause, "the start was cancelled or ran out of time while the VM booted")
+	case !st.Proc.Alive():
+		return sandbox.Wrapf(sandbox.ErrUnavailable, cause, "the VM's QEMU exited during the boot")
+	default:
+		return sandbox.Wrapf(sandbox.ErrUnavailable, cause, "the VM's agent did not answer within %s", timeout)
+	}
 }
 
 // commandLine builds QEMU's arguments.

@@ -3,6 +3,7 @@ package qemu_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,13 +54,17 @@ func TestQemuConformance(t *testing.T) {
 	})
 }
 
-// TestQemuBrokenBootFailsWithConsoleTail boots a kernel told to run an init
-// that does not exist (a test-only kernel argument): the start fails with the
-// console's last lines, after its retries, and leaves no QEMU behind.
-func TestQemuBrokenBootFailsWithConsoleTail(t *testing.T) {
+// TestQemuBrokenBootFails boots a kernel told to run an init that does not
+// exist (a test-only kernel argument): the start fails after its retries
+// and leaves no QEMU behind. What a client sees says what happened and
+// where to look, with no host path, QEMU message or console line; those go
+// to the server log with the box id.
+func TestQemuBrokenBootFails(t *testing.T) {
 	requireQEMU(t)
-	home := testenv.Home(t)
-	eng := newEngine(t, home, qemu.Config{ExtraAppend: "rdinit=/no/such/init", HelloTimeout: 60 * time.Second})
+	home := builtImageHome(t)
+	var logBuf lockedBuffer
+	eng := qemu.New(qemu.Config{Home: home, ExtraAppend: "rdinit=/no/such/init", HelloTimeout: 60 * time.Second, DieWithParent: true,
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(tw{t}, &logBuf), nil))})
 	spec := specFor(home, persist.NewID())
 	start := time.Now()
 	_, err := eng.Start(context.Background(), spec)
@@ -67,10 +72,23 @@ func TestQemuBrokenBootFailsWithConsoleTail(t *testing.T) {
 		t.Fatal("a broken boot started")
 	}
 	msg := sandbox.PublicMessage(err)
-	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(msg, "console") || !strings.Contains(strings.ToLower(msg), "panic") {
-		t.Fatalf("error %q lacks the console tail", msg)
-	}
 	t.Logf("failed in %v: %s", time.Since(start), msg)
+	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(msg, "did not boot") || !strings.Contains(msg, "server log for box "+spec.ID) {
+		t.Errorf("public message %q does not say what happened and where to look", msg)
+	}
+	for _, leak := range []string{home, "/", "qemu-system", "qemu:", "anic", "console:", "init"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("public message %q contains %q", msg, leak)
+		}
+	}
+	// The detail is in the internal cause and in the log, under the box id.
+	if !strings.Contains(strings.ToLower(err.Error()), "panic") {
+		t.Errorf("the internal cause lacks the console tail: %v", err)
+	}
+	logged := logBuf.String()
+	if !strings.Contains(logged, "box_id="+spec.ID) || !strings.Contains(strings.ToLower(logged), "panic") || !strings.Contains(logged, filepath.Join(spec.BoxDir, "console.log")) {
+		t.Errorf("the server log lacks the box id, the console tail or the console path:\n%s", logged)
+	}
 	pids, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range pids {
 		b, _ := os.ReadFile(p)
