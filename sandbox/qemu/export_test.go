@@ -2,8 +2,10 @@ package qemu
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 
+	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
 )
@@ -33,3 +35,15 @@ func QEMUPath(e *Engine) string { return e.cfg.QEMU }
 
 // PID is the QEMU process of a handle.
 func PID(h sandbox.Handle) int { st, _ := decodeState(h); return st.Proc.PID }
+
+// SetVsockDialer replaces the vsock dialer until the returned func is called.
+func SetVsockDialer(f func(ctx context.Context, cid, port uint32) (net.Conn, error)) (restore func()) {
+	old := dialVsock
+	dialVsock = f
+	return func() { dialVsock = old }
+}
+
+// VsockHandle is a handle of a box reached over vsock at cid, run by p.
+func VsockHandle(cid uint32, p proc.ID) sandbox.Handle {
+	return encode(state{Proc: p, Channel: "vsock", CID: cid})
+}

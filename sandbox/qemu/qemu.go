@@ -29,8 +29,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/vsock"
-
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
@@ -445,18 +443,7 @@ func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) 
 		return nil, fmt.Errorf("qemu of box %s (pid %d): %w", spec.ID, st.Proc.PID, sandbox.ErrNotRunning)
 	}
 	if st.Channel == "vsock" {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() { c, err := vsock.Dial(st.CID, vsockPort, nil); ch <- result{c, err} }()
-		select {
-		case r := <-ch:
-			return r.c, r.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return dialGuest(ctx, st.CID)
 	}
 	conn, err := (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
 	if err != nil {
