@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"os"
@@ -248,7 +247,11 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	st := state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}
 	listen := "serial:" + serialPort
 	if vhostVsockUsable() {
-		st.Channel, st.CID, listen = "vsock", cidFor(spec.ID), fmt.Sprintf("vsock:%d", vsockPort)
+		cid, err := guestCID(spec)
+		if err != nil {
+			return h, err
+		}
+		st.Channel, st.CID, listen = "vsock", cid, fmt.Sprintf("vsock:%d", vsockPort)
 	}
 	initrd, err := e.writeInitrd(spec, img, listen)
 	if err != nil {
@@ -325,6 +328,11 @@ func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, st state, err
 	qlog, _ := os.ReadFile(filepath.Join(spec.BoxDir, "qemu.log"))
 	qmsg := strings.TrimSpace(string(qlog))
 	e.log.Warn("vm did not boot", "box_id", spec.ID, "err", err, "qemu_log", qmsg, "console_log", consolePath, "console_tail", tail)
+	if st.Channel == "vsock" && cidTaken(qmsg) {
+		// Not a boot that hangs now and then: a retry fails the same way.
+		return sandbox.Wrapf(sandbox.ErrUnavailable, fmt.Errorf("%w; qemu: %q", err, qmsg),
+			"another program on this host (or a boxlite server with another home) uses vsock address CID %d, which this box needs; stop it and try again", st.CID)
+	}
 	cause := fmt.Errorf("%w: %w; qemu: %q; console: %q", errNoBoot, err, qmsg, tail)
 	switch {
 	case ctx.Err() != nil:
@@ -422,13 +430,6 @@ func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string)
 		return "", sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot write the box's initramfs")
 	}
 	return p, nil
-}
-
-// cidFor derives a guest CID (>= 3) from the box id.
-func cidFor(id string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	return 3 + h.Sum32()%(1<<30)
 }
 
 // Dial implements sandbox.Engine.
