@@ -108,10 +108,12 @@ resilience: deps build test-image
 	cd integration && RESILIENCE=long RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-reporter=spec --test-timeout=3600000 resilience.test.mjs
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=2m ./tools
 
-## bench: benchmarks, reported as ratios against baselines measured in the same run
+## bench: every benchmark in interleaved rounds against a baseline of the same run (median,
+## min-max, paired ratios; see internal/bench), printed with the machine and written into BENCHMARKS.md
 bench: deps build test-image
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 30m ./... | tee /tmp/boxlite-bench.txt
-	$(GO) run ./internal/cmd/benchratio < /tmp/boxlite-bench.txt
+	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 -timeout 30m ./... | tee /tmp/boxlite-bench.txt
+	$(GO) run ./internal/cmd/benchratio -command 'make bench' -update BENCHMARKS.md \
+	  -commit "$$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- . 2>/dev/null || echo ' plus uncommitted changes')" < /tmp/boxlite-bench.txt
 
 generate:
 	$(GO) generate ./...

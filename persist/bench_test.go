@@ -4,119 +4,113 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 )
 
-// benchStore returns a store holding n boxes.
+// benchStore returns a store holding n boxes, written in one transaction
+// with the id ranges Insert would have given them (0..n-1): Insert one by
+// one costs O(n) each (the free-range search), so O(n²) for the set-up.
 func benchStore(b *testing.B, n int) (*Store, []string) {
 	b.Helper()
-	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "bench.db"))
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback()
 	ids := make([]string, n)
+	now := time.Now()
 	for i := range n {
 		box := newBox(fmt.Sprintf("owner%d", i%10), fmt.Sprintf("box-%d", i))
-		if err := s.Insert(context.Background(), box); err != nil {
+		box.ID = NewID()
+		box.CreatedAt, box.UpdatedAt, box.LastUsedAt, box.Spec = now, now, now, []byte("{}")
+		vals := append(box.values(), i)
+		q := `INSERT INTO boxes(` + insertColumns + `, id_range) VALUES(` + strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",") + `)`
+		if _, err := tx.ExecContext(ctx, q, vals...); err != nil {
 			b.Fatal(err)
 		}
 		ids[i] = box.ID
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
 	}
 	return s, ids
 }
 
 // BenchmarkStore measures the store at 10k boxes. Each operation is paired
-// with a baseline: the same SQL through database/sql directly, measured in
-// the same run, so the ratio is our layer's cost (transactions, row checks,
-// scanning, lookup rules).
+// with a baseline: the same SQL through database/sql directly, interleaved
+// with it in rounds of batches, so the ratio is our layer's cost
+// (transactions, row checks, scanning, lookup rules).
 func BenchmarkStore(b *testing.B) {
 	ctx := context.Background()
 	s, ids := benchStore(b, 10_000)
-	pick := func(i int) string { return ids[(i*7919)%len(ids)] }
+	i := 0
+	pick := func() string { i++; return ids[(i*7919)%len(ids)] }
 	owners := map[string]string{}
 	for _, id := range ids {
 		r, _ := s.Get(ctx, id)
 		owners[id] = r.Owner
 	}
-
-	b.Run("insert/baseline", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			box := newBox("bench", "")
-			box.ID = NewID()
-			box.CreatedAt, box.UpdatedAt, box.LastUsedAt, box.Spec = time.Now(), time.Now(), time.Now(), []byte("{}")
-			if _, err := s.db.ExecContext(ctx, `INSERT INTO boxes(`+boxColumns+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, box.values()...); err != nil {
-				b.Fatal(err)
-			}
+	const rounds, batch = 15, 100
+	compare := func(name string, baseline, store func(b *testing.B)) {
+		b.Run(name, func(b *testing.B) {
+			bench.Compare(b, rounds,
+				bench.Case{Name: "baseline", Op: bench.Batch(batch, baseline)},
+				bench.Case{Name: "store", Op: bench.Batch(batch, store)})
+		})
+	}
+	compare("insert", func(b *testing.B) {
+		box := newBox("bench", "")
+		box.ID = NewID()
+		box.CreatedAt, box.UpdatedAt, box.LastUsedAt, box.Spec = time.Now(), time.Now(), time.Now(), []byte("{}")
+		vals := box.values()
+		q := `INSERT INTO boxes(` + insertColumns + `) VALUES(` + strings.TrimSuffix(strings.Repeat("?,", len(vals)), ",") + `)`
+		if _, err := s.db.ExecContext(ctx, q, vals...); err != nil {
+			b.Fatal(err)
+		}
+	}, func(b *testing.B) {
+		if err := s.Insert(ctx, newBox("bench", "")); err != nil {
+			b.Fatal(err)
 		}
 	})
-	b.Run("insert/store", func(b *testing.B) {
-		for b.Loop() {
-			if err := s.Insert(ctx, newBox("bench", "")); err != nil {
-				b.Fatal(err)
-			}
+	compare("get", func(b *testing.B) {
+		var id string
+		if err := s.db.QueryRowContext(ctx, `SELECT id FROM boxes WHERE id = ?`, pick()).Scan(&id); err != nil {
+			b.Fatal(err)
+		}
+	}, func(b *testing.B) {
+		if _, err := s.Get(ctx, pick()); err != nil {
+			b.Fatal(err)
 		}
 	})
-	b.Run("get/baseline", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			var id string
-			if err := s.db.QueryRowContext(ctx, `SELECT id FROM boxes WHERE id = ?`, pick(i)).Scan(&id); err != nil {
-				b.Fatal(err)
-			}
+	compare("resolve-prefix", func(b *testing.B) {
+		var got string
+		if err := s.db.QueryRowContext(ctx, `SELECT id FROM boxes WHERE id = ?`, pick()).Scan(&got); err != nil {
+			b.Fatal(err)
+		}
+	}, func(b *testing.B) {
+		id := pick()
+		// A 20-character prefix: unique, and it misses the id and name lookups first.
+		if _, err := s.Resolve(ctx, owners[id], id[:20]); err != nil {
+			b.Fatal(err)
 		}
 	})
-	b.Run("get/store", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			if _, err := s.Get(ctx, pick(i)); err != nil {
-				b.Fatal(err)
-			}
+	compare("update", func(b *testing.B) {
+		if _, err := s.db.ExecContext(ctx, `UPDATE boxes SET status = ?, updated_at = ? WHERE id = ?`, "running", time.Now().UnixMilli(), pick()); err != nil {
+			b.Fatal(err)
 		}
-	})
-	b.Run("resolve-prefix/baseline", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			id := pick(i)
-			var got string
-			if err := s.db.QueryRowContext(ctx, `SELECT id FROM boxes WHERE id = ?`, id).Scan(&got); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("resolve-prefix/store", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			id := pick(i)
-			// A 20-character prefix: unique, and it misses the id and name lookups first.
-			if _, err := s.Resolve(ctx, owners[id], id[:20]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("update/baseline", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			if _, err := s.db.ExecContext(ctx, `UPDATE boxes SET status = ?, updated_at = ? WHERE id = ?`, "running", time.Now().UnixMilli(), pick(i)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("update/store", func(b *testing.B) {
-		i := 0
-		for b.Loop() {
-			i++
-			if _, err := s.Update(ctx, pick(i), func(b *Box) error { b.Status = "running"; return nil }); err != nil {
-				b.Fatal(err)
-			}
+	}, func(b *testing.B) {
+		if _, err := s.Update(ctx, pick(), func(b *Box) error { b.Status = "running"; return nil }); err != nil {
+			b.Fatal(err)
 		}
 	})
 }

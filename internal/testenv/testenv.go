@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -114,13 +113,3 @@ func Home(t testing.TB) string {
 type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
-
-// ReportP50 reports the median of ds as the benchmark metric p50-ms.
-func ReportP50(b *testing.B, ds []time.Duration) {
-	if len(ds) == 0 {
-		return
-	}
-	s := append([]time.Duration{}, ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, "p50-ms")
-}

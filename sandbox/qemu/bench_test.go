@@ -15,6 +15,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -30,22 +31,30 @@ func benchSpec(home string) sandbox.Spec {
 	return sandbox.Spec{ID: id, Image: "default", CPUs: 1, MemoryMiB: 512, BoxDir: dir, Socket: filepath.Join(home, "run", id+".sock")}
 }
 
+// benchEngine is the qemu engine without a logger, its availability
+// (KVM or TCG, and why) printed with the table.
+func benchEngine(home string) *qemu.Engine {
+	e := qemu.New(qemu.Config{Home: home, DieWithParent: true})
+	bench.Env("engine qemu", e.Available(context.Background()).Reason)
+	return e
+}
+
 // BenchmarkVMStart: start until the agent's hello, against a raw QEMU boot
 // of the same kernel, initramfs and devices until the agent's first console
-// line (it is up and about to serve), measured in the same run. The
+// line (it is up and about to serve), interleaved boot for boot. The
 // difference is the engine's overhead (target: under 15% of the raw boot).
 func BenchmarkVMStart(b *testing.B) {
 	testenv.RequireRoot(b)
 	home := testenv.Home(b)
-	e := qemu.New(qemu.Config{Home: home, DieWithParent: true})
+	e := benchEngine(home)
 	img, err := image.Locate(home, "default")
 	if err != nil || img.Manifest.Kernel == nil {
 		b.Skip("no VM image")
 	}
-	b.Run("baseline", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
+	bench.Compare(b, 5,
+		bench.Case{Name: "baseline", Op: func(b *testing.B) time.Duration {
 			spec := benchSpec(home)
+			defer os.RemoveAll(spec.BoxDir)
 			args, err := qemu.RawBootArgs(e, spec, img)
 			if err != nil {
 				b.Fatal(err)
@@ -57,41 +66,41 @@ func BenchmarkVMStart(b *testing.B) {
 				b.Fatal(err)
 			}
 			sc := bufio.NewScanner(out)
+			up := false
 			for sc.Scan() {
-				if strings.Contains(sc.Text(), "msg=serving") {
+				if up = strings.Contains(sc.Text(), "msg=serving"); up {
 					break
 				}
 			}
-			ds = append(ds, time.Since(t))
+			d := time.Since(t)
 			cmd.Process.Kill()
 			go io.Copy(io.Discard, out)
 			cmd.Wait()
-			os.RemoveAll(spec.BoxDir)
-		}
-		testenv.ReportP50(b, ds)
-	})
-	b.Run("engine", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
+			if !up {
+				b.Fatal("the raw boot ended before the agent served")
+			}
+			return d
+		}},
+		bench.Case{Name: "engine", Op: func(b *testing.B) time.Duration {
 			spec := benchSpec(home)
 			t := time.Now()
 			h, err := e.Start(context.Background(), spec)
 			if err != nil {
 				b.Fatal(err)
 			}
-			ds = append(ds, time.Since(t))
+			d := time.Since(t)
 			e.Destroy(context.Background(), spec, h)
-		}
-		testenv.ReportP50(b, ds)
-	})
+			return d
+		}})
 }
 
-// BenchmarkVMPython measures python3 -c 'print(1)' in a running VM and
-// reports QEMU's resident memory against the guest memory in use.
+// BenchmarkVMPython: python3 -c 'print(1)' in a running VM against the same
+// command on the host, interleaved; then QEMU's resident memory against the
+// guest memory in use.
 func BenchmarkVMPython(b *testing.B) {
 	testenv.RequireRoot(b)
 	home := testenv.Home(b)
-	e := qemu.New(qemu.Config{Home: home, DieWithParent: true})
+	e := benchEngine(home)
 	spec := benchSpec(home)
 	h, err := e.Start(context.Background(), spec)
 	if err != nil {
@@ -108,12 +117,18 @@ func BenchmarkVMPython(b *testing.B) {
 	}
 	defer c.Close()
 	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}}
-	for b.Loop() {
-		var out bytes.Buffer
-		if _, err := c.Exec(context.Background(), req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
-			b.Fatal(err)
-		}
-	}
+	bench.Compare(b, 10,
+		bench.Case{Name: "baseline", Op: bench.Timed(func(b *testing.B) {
+			if out, err := exec.Command("/usr/bin/python3", "-c", "print(1)").Output(); err != nil || string(out) != "1\n" {
+				b.Fatal(err)
+			}
+		})},
+		bench.Case{Name: "vm", Op: bench.Timed(func(b *testing.B) {
+			var out bytes.Buffer
+			if _, err := c.Exec(context.Background(), req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
+				b.Fatal(err)
+			}
+		})})
 	// Guest RAM actually touched: everything not free, page cache included
 	// (QEMU backs every page the guest ever wrote).
 	var mem bytes.Buffer
@@ -123,9 +138,7 @@ func BenchmarkVMPython(b *testing.B) {
 		free, _ := strconv.ParseFloat(f[1], 64)
 		touched := total - free
 		rss := float64(vmRSS(qemu.PID(h)))
-		b.ReportMetric(rss/1024, "qemu-rss-MiB")
-		b.ReportMetric(touched/1024, "guest-touched-MiB")
-		b.ReportMetric(rss/touched, "rss/touched")
+		bench.Report(b, "memory", map[string]float64{"qemu-rss-MiB": rss / 1024, "guest-touched-MiB": touched / 1024, "rss/touched": rss / touched})
 	}
 }
 

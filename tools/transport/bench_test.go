@@ -6,13 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -54,7 +54,8 @@ func callTool(b *testing.B, c *mcpclient.Client, name string, args map[string]an
 }
 
 // BenchmarkMCPStdio measures MCP round trips over stdio against the same
-// work done through the manager in this process (the baseline, same run).
+// work done through the manager in this process (the baseline),
+// interleaved.
 // Targets: list_boxes p50 under 1 ms; run_code overhead under 2 ms.
 func BenchmarkMCPStdio(b *testing.B) {
 	testenv.RequireRoot(b)
@@ -77,46 +78,29 @@ func BenchmarkMCPStdio(b *testing.B) {
 	defer m.Destroy(ctx, tools.LocalOwner, box.ID)
 	c := stdioServer(b, home)
 
-	b.Run("list_boxes/baseline", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
-			t := time.Now()
-			if _, err := m.List(ctx, tools.LocalOwner, ""); err != nil {
-				b.Fatal(err)
-			}
-			ds = append(ds, time.Since(t))
-		}
-		testenv.ReportP50(b, ds)
-	})
-	b.Run("list_boxes/mcp-stdio", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
-			t := time.Now()
-			callTool(b, c, "list_boxes", map[string]any{})
-			ds = append(ds, time.Since(t))
-		}
-		testenv.ReportP50(b, ds)
+	bench.Env("engine jail", jail.New(jail.Config{Home: home}).Available(ctx).Reason)
+	b.Run("list_boxes", func(b *testing.B) {
+		bench.Compare(b, 15,
+			bench.Case{Name: "baseline", Op: bench.Batch(20, func(b *testing.B) {
+				if _, err := m.List(ctx, tools.LocalOwner, ""); err != nil {
+					b.Fatal(err)
+				}
+			})},
+			bench.Case{Name: "mcp-stdio", Op: bench.Batch(20, func(b *testing.B) {
+				callTool(b, c, "list_boxes", map[string]any{})
+			})})
 	})
 	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/root"}
-	b.Run("run_code/baseline", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
-			t := time.Now()
-			var out bytes.Buffer
-			if _, _, err := m.Exec(ctx, tools.LocalOwner, "bench", req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
-				b.Fatal(err)
-			}
-			ds = append(ds, time.Since(t))
-		}
-		testenv.ReportP50(b, ds)
-	})
-	b.Run("run_code/mcp-stdio", func(b *testing.B) {
-		var ds []time.Duration
-		for b.Loop() {
-			t := time.Now()
-			callTool(b, c, "run_code", map[string]any{"box": "bench", "code": "print(1)"})
-			ds = append(ds, time.Since(t))
-		}
-		testenv.ReportP50(b, ds)
+	b.Run("run_code", func(b *testing.B) {
+		bench.Compare(b, 15,
+			bench.Case{Name: "baseline", Op: bench.Timed(func(b *testing.B) {
+				var out bytes.Buffer
+				if _, _, err := m.Exec(ctx, tools.LocalOwner, "bench", req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
+					b.Fatal(err)
+				}
+			})},
+			bench.Case{Name: "mcp-stdio", Op: bench.Timed(func(b *testing.B) {
+				callTool(b, c, "run_code", map[string]any{"box": "bench", "code": "print(1)", "fresh": true}) // a new python3 -c, as the baseline
+			})})
 	})
 }
