@@ -2,6 +2,7 @@ package guestagent
 
 import (
 	"context"
+	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/session"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
@@ -68,6 +69,21 @@ func (s *Server) session(ctx context.Context, c *call, req *wire.SessionRequest)
 			if err != nil || f.Type == wire.FrameCancel {
 				cancel() // interrupts the code; the session keeps its state
 				return
+			}
+		}
+	}()
+	// A heartbeat (an empty stdout frame) while the call runs, so the host
+	// can tell a silent computation or a slow interpreter start from a
+	// frozen box.
+	beat := time.NewTicker(wire.SessionHeartbeat)
+	defer beat.Stop()
+	go func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-beat.C:
+				c.write(wire.FrameStdout, nil)
 			}
 		}
 	}()

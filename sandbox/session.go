@@ -3,17 +3,25 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
-// sessionGrace is how much longer than a session call's own timeout the
-// host waits: the interpreter may have to start first (slow under
-// emulation), and an interrupt that does not take gets a grace before the
-// agent kills the interpreter.
-const sessionGrace = 3 * time.Minute
+// Host-side deadlines of a session call. The agent sends a heartbeat
+// every wire.SessionHeartbeat while a call runs, so a box silent for
+// sessionSilence is frozen or gone, whatever the call's own timeout; and a
+// call never lasts longer than its timeout plus sessionGrace (the
+// interpreter may have to start first, slowly under emulation, and an
+// interrupt that does not take gets a grace before the agent kills the
+// interpreter).
+const (
+	sessionSilence = 6 * wire.SessionHeartbeat
+	sessionGrace   = 3 * time.Minute
+)
 
 // RunSession runs code in an interpreter session of the box (starting the
 // box if it is stopped). The session lives in the box's agent: it keeps
@@ -38,9 +46,36 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.Se
 		}
 		cctx, cancel := context.WithTimeoutCause(ctx, limit, errNoAnswer)
 		defer cancel()
+		var last atomic.Int64
+		last.Store(time.Now().UnixNano())
+		seen := func() { last.Store(time.Now().UnixNano()) }
+		sio.Stdout, sio.Stderr = activity{sio.Stdout, seen}, activity{sio.Stderr, seen}
+		if out := sio.Output; out != nil {
+			sio.Output = func(h wire.OutputHeader, data []byte) { seen(); out(h, data) }
+		}
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					if time.Since(time.Unix(0, last.Load())) > sessionSilence {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
 		var err error
 		res, err = c.RunSession(cctx, req, code, sio)
-		return noAnswer(ctx, cctx, err)
+		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+			return errNoAnswer
+		}
+		return err
 	})
 	if errors.Is(err, errTooOld) {
 		return nil, b, Errorf(ErrFailedPrecondition, "this box's guest agent (version %s) is too old for interpreter sessions; rebuild the image (boxlite-mcp image build) and restart the box, or run with fresh: true", agentVersion)
@@ -49,3 +84,17 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.Se
 }
 
 var errTooOld = errors.New("guest agent too old for sessions")
+
+// activity is a writer that notes every write (heartbeats are empty ones).
+type activity struct {
+	w    io.Writer
+	seen func()
+}
+
+func (a activity) Write(p []byte) (int, error) {
+	a.seen()
+	if a.w == nil || len(p) == 0 {
+		return len(p), nil
+	}
+	return a.w.Write(p)
+}

@@ -20,8 +20,13 @@ const Module = require('module');
 
 let processTopLevelAwait = null;
 try { processTopLevelAwait = require('internal/repl/await').processTopLevelAwait; } catch (e) { /* older or stripped node */ }
+// acorn: from the global module paths, else the one Node itself uses (in
+// Debian the system's), else where Debian puts it; without it no
+// declaration rewriting.
 let acorn = null;
-try { acorn = require('acorn'); } catch (e) { /* no acorn: no declaration rewriting */ }
+for (const name of ['acorn', 'internal/deps/acorn/acorn/dist/acorn', '/usr/share/nodejs/acorn']) {
+  try { acorn = require(name); break; } catch (e) { /* next */ }
+}
 
 const ctl = new net.Socket({ fd: 3, readable: true, writable: true });
 const send = (m) => ctl.write(JSON.stringify(m) + '\n');

@@ -68,8 +68,18 @@ type recorded struct {
 	data []byte
 }
 
-func (s *sink) Stdout(p []byte) error { s.mu.Lock(); defer s.mu.Unlock(); s.stdout.Write(p); return nil }
-func (s *sink) Stderr(p []byte) error { s.mu.Lock(); defer s.mu.Unlock(); s.stderr.Write(p); return nil }
+func (s *sink) Stdout(p []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stdout.Write(p)
+	return nil
+}
+func (s *sink) Stderr(p []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stderr.Write(p)
+	return nil
+}
 func (s *sink) Output(h wire.OutputHeader, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -262,6 +272,13 @@ func TestJavaScriptSession(t *testing.T) {
 	res, s = js("r")
 	if s.result() != "5" {
 		t.Fatalf("await binding: %q %+v", s.result(), res.Error)
+	}
+	// A cell run again may declare again (top-level let, const and class
+	// become globals); classes persist.
+	res, s = js("const again = 1; class Point { constructor(x) { this.x = x } }")
+	res, s = js("const again = 2; new Point(again).x")
+	if res.ExitCode != 0 || s.result() != "2" {
+		t.Fatalf("redeclare: %+v %q %+v", res, s.result(), res.Error)
 	}
 	res, _ = js("null.x")
 	if res.ExitCode != 1 || res.Error == nil || res.Error.Name != "TypeError" || res.Error.Traceback == "" {

@@ -3,6 +3,7 @@ package wire
 import (
 	"fmt"
 	"regexp"
+	"time"
 )
 
 // Interpreter sessions (protocol minor version 1, capability "session").
@@ -46,6 +47,10 @@ const (
 	// MaxOutputBytes caps one non-image output (text/html and the like).
 	MaxOutputBytes = 4 << 20
 )
+
+// SessionHeartbeat is how often the agent sends an empty Stdout frame while
+// a session call runs, so the host can tell a quiet call from a frozen box.
+const SessionHeartbeat = 5 * time.Second
 
 // sessionNameRE is what a session name may be.
 var sessionNameRE = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
