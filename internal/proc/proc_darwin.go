@@ -11,13 +11,17 @@ import (
 // sZomb is p_stat of a zombie (<sys/proc.h> SZOMB).
 const sZomb = 5
 
-// kinfo returns the kernel's record of pid (nil, nil when there is none).
+// kinfo returns the kernel's record of pid (nil, nil when there is none:
+// sysctl then answers with no record, which SysctlKinfoProc reports as EIO).
 func kinfo(pid int) (*unix.KinfoProc, error) {
 	k, err := unix.SysctlKinfoProc("kern.proc.pid", pid)
+	if errors.Is(err, unix.EIO) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	if k.Proc.P_pid != int32(pid) { // the kernel answers with an empty record
+	if k.Proc.P_pid != int32(pid) {
 		return nil, nil
 	}
 	return k, nil
