@@ -93,7 +93,7 @@ test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=15s ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
-	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs
 
 # The resilience scenarios once more against TCG microVMs, with fewer iterations.
 test-resilience-qemu: $(NODE_MODULES) build test-image
