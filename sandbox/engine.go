@@ -23,6 +23,9 @@ type Spec struct {
 	DiskMiB   int               `json:"disk_mib,omitempty"`
 	Network   bool              `json:"network"`
 	Env       map[string]string `json:"env,omitempty"`
+	// NetworkAllow is the box's allow list (see package network); with it
+	// Network is true and only those destinations are reachable.
+	NetworkAllow []string `json:"network_allow,omitempty"`
 	// WorkDir, UID and GID are the defaults of runs from the image config
 	// (WorkingDir, User); empty: DefaultWorkDir, as root. The manager
 	// applies them; engines need not.
