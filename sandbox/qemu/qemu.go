@@ -351,7 +351,18 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		// Under TCG the kernel's TSC calibration against the PIT fails now
 		// and then ("Unable to calibrate against PIT"), leaving no working
 		// clocksource and a boot that hangs silently. The guest TSC runs at
-		// the host's rate under TCG, so tell the kernel that rate instead.
+		// the host TSC's rate under TCG, so tell the kernel that rate
+		// (tsc_early_khz; see hostTSCkHz for how it is found).
+		//
+		// tsc=reliable turns off the kernel's checks of the TSC against
+		// other clocks (the boot-time sync test and the clocksource
+		// watchdog; kernel-parameters.txt names virtualized environments as
+		// its use). A TCG vCPU is a host thread that the host deschedules
+		// for whole time slices while the emulated timers it should tick
+		// stall with it, so the watchdog sees TSC "skew", marks the TSC
+		// unstable and falls back to a worse clocksource (on microvm,
+		// jiffies). It is passed only together with a measured rate: with a
+		// wrong rate nothing would notice.
 		if khz := hostTSCkHz(); khz > 0 {
 			appendArgs += fmt.Sprintf(" tsc_early_khz=%d tsc=reliable", khz)
 		}
@@ -385,20 +396,6 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0")
 	}
 	return args
-}
-
-// hostTSCkHz is the host CPU's clock in kHz from /proc/cpuinfo, 0 if unknown.
-func hostTSCkHz() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
-			mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil && mhz > 0 {
-				return int(mhz * 1000)
-			}
-		}
-	}
-	return 0
 }
 
 // writeInitrd writes the box's initramfs: the image's, followed by a small
