@@ -6,6 +6,7 @@ package tools
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"path"
 	"regexp"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
-	"github.com/boxlite-ai/boxlite-mcp/persist"
 )
 
 // interpreters maps run_code languages to the program, its inline-code
@@ -58,7 +58,7 @@ func (s *Server) runCode(ctx context.Context, req mcp.CallToolRequest, in RunCod
 	argv := append(append([]string{}, it.argv...), in.Code)
 	var cleanup string
 	if len(in.Code) > inlineLimit {
-		p := "/tmp/.boxlite-run-" + persist.NewID() + it.ext
+		p := "/tmp/.boxlite-run-" + rand.Text() + it.ext
 		if _, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, wire.WriteFileReq{Path: p, Mode: 0o600, Size: int64(len(in.Code))}, strings.NewReader(in.Code)); err != nil {
 			return s.toolError(ctx, "run_code", err), nil
 		}
