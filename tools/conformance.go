@@ -57,9 +57,7 @@ func AddConformanceFixtures(srv *server.MCPServer) {
 				return err
 			}
 		}
-		// The workaround for mcp-go v1.2.1 dropping the last notification
-		// written right before the response (see docs/ARCHITECTURE.md).
-		time.Sleep(5 * time.Millisecond)
+		notificationsSettle()
 		return nil
 	}
 	srv.AddTool(mcp.NewTool("test_tool_with_logging", mcp.WithDescription("Emits log messages")),
