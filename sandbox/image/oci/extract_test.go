@@ -257,3 +257,33 @@ func TestCleanName(t *testing.T) {
 		}
 	}
 }
+
+// FuzzUnpackLayer: whatever a layer holds, nothing lands beside the root
+// (the seeds are the hostile layers above, with relative escapes).
+func FuzzUnpackLayer(f *testing.F) {
+	testenv.RequireRoot(f)
+	for _, l := range [][]byte{
+		tarOf(f, file("../escape", "x")),
+		tarOf(f, symlink("evil", ".."), file("evil/escape", "x")),
+		tarOf(f, symlink("up", "../../.."), hardlink("h", "up/etc/passwd")),
+		tarOf(f, dir("a"), symlink("a/b", "../.."), file("a/b/escape", "x"), file("a/.wh.b", "")),
+		tarOf(f, ent{name: "dev/x", typ: tar.TypeChar}, file(".wh..wh..opq", ""), file("f", "y")),
+	} {
+		f.Add(l)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		root := filepath.Join(parent, "rootfs")
+		os.Mkdir(root, 0o755)
+		tr, err := openTree(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.close()
+		u := &unpacker{t: tr, lim: limits{bytes: 1 << 20, entries: 1000}, stats: &unpackStats{}, log: slog.New(slog.DiscardHandler)}
+		u.layer(bytes.NewReader(data))
+		if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+			t.Fatalf("something landed beside the root: %v", ents)
+		}
+	})
+}

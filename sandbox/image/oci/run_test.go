@@ -8,6 +8,7 @@ package oci_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
@@ -185,15 +186,47 @@ func TestOCIBoxesJail(t *testing.T) {
 	}
 }
 
+// bootDir is a boot image for the VM: the cached default image's kernel
+// and modules, with an initramfs around this tree's agent (so the test
+// needs no rebuild of the default image when only the agent changed).
+func bootDir(t *testing.T) string {
+	t.Helper()
+	base := baseImage(t)
+	if base.Manifest.Kernel == nil {
+		t.Skip("the default image has no VM kernel")
+	}
+	dir := filepath.Join(t.TempDir(), "default")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(base.Dir, "modules"), filepath.Join(dir, "modules")); err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := os.ReadFile(base.KernelPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), kernel, 0o644)
+	k := *base.Manifest.Kernel
+	if k.InitrdSHA, err = qemu.WriteInitramfs(dir, testenv.Agent(t), k.Modules); err != nil {
+		t.Fatal(err)
+	}
+	m := base.Manifest
+	m.Kernel = &k
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // TestOCIBoxesQemu: a box of a pulled image in a TCG microVM (one boot).
 func TestOCIBoxesQemu(t *testing.T) {
 	testenv.RequireRoot(t)
 	if a := qemu.New(qemu.Config{}).Available(context.Background()); !a.Usable {
 		t.Skipf("qemu unusable: %s", a.Reason)
 	}
-	// The VM boots the default image's kernel and initramfs, whose agent
-	// must be this tree's: testenv.Image refreshes it.
-	w := newWorld(t, testenv.Image(t).Dir, func(home string, log *slog.Logger) sandbox.Engine {
+	w := newWorld(t, bootDir(t), func(home string, log *slog.Logger) sandbox.Engine {
 		return qemu.New(qemu.Config{Home: home, Logger: log, DieWithParent: true})
 	})
 	b := w.create(t, w.ref)
