@@ -76,7 +76,10 @@ func boxImages(t testing.TB) (py, nopy v1.Image) {
 
 type tw struct{ t testing.TB }
 
-func (w tw) Write(p []byte) (int, error) { w.t.Log(strings.TrimRight(string(p), "\n")); return len(p), nil }
+func (w tw) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
 
 // world is a fresh home with a registry serving the test images and a
 // manager on engine.
@@ -161,7 +164,9 @@ func checkConfigApplies(t *testing.T, w *world, box string) {
 
 // TestOCIBoxesJail: boxes of pulled images on the jail engine.
 func TestOCIBoxesJail(t *testing.T) {
-	w := newWorld(t, "", func(home string, log *slog.Logger) sandbox.Engine { return jail.New(jail.Config{Home: home, Logger: log}) })
+	w := newWorld(t, "", func(home string, log *slog.Logger) sandbox.Engine {
+		return jail.New(jail.Config{Home: home, Logger: log})
+	})
 	b := w.create(t, w.ref)
 	if b.Spec.WorkDir != "/srv/work" || b.Spec.UID == nil || *b.Spec.UID != 65534 {
 		t.Errorf("spec %+v", b.Spec)
