@@ -16,7 +16,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod g
 LISTEN ?= 127.0.0.1:7070
 PREFIX ?= /usr/local
 
-.PHONY: all deps deps-apt deps-npm deps-go build install test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-conformance test-image \
+.PHONY: all deps deps-apt deps-npm deps-go build install test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance test-image \
         run bench resilience generate clean
 
 all: build
@@ -64,7 +64,7 @@ run: deps-apt deps-go build
 	$(BIN)/boxlite-mcp serve --transport http --listen $(LISTEN)
 
 ## test: everything CI runs
-test: deps build test-image test-go test-cross test-fuzz test-e2e test-resilience-qemu test-conformance
+test: deps build test-image test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance
 	@echo "make test: all suites passed"
 
 test-image: build
@@ -90,14 +90,19 @@ test-cross:
 test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzReadFrame$$' -fuzztime=10s ./guestagent/wire
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeRequest$$' -fuzztime=10s ./guestagent/wire
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeOutput$$' -fuzztime=10s ./guestagent/wire
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=15s ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
-	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs sessions.test.mjs
 
 # The resilience scenarios once more against TCG microVMs, with fewer iterations.
 test-resilience-qemu: $(NODE_MODULES) build test-image
 	cd integration && RESILIENCE_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout resilience.test.mjs
+
+# The interpreter session cases once more against TCG microVMs (the core ones).
+test-sessions-qemu: $(NODE_MODULES) build test-image
+	cd integration && SESSIONS_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout sessions.test.mjs
 
 test-conformance: $(NODE_MODULES) build
 	integration/conformance.sh $(CURDIR)/$(BIN)/boxlite-mcp

@@ -58,12 +58,15 @@ type Manifest struct {
 	Suite         string    `json:"suite"`
 	Variant       string    `json:"variant"`
 	Mirror        string    `json:"mirror"`
-	Packages      []Package `json:"packages"`
-	AgentVersion  string    `json:"agent_version"`
-	AgentSHA256   string    `json:"agent_sha256"`
-	RootfsBytes   int64     `json:"rootfs_bytes"`
-	Ext4Bytes     int64     `json:"ext4_bytes"`
-	Ext4SHA256    string    `json:"ext4_sha256"`
+	// Requested are the packages the build asked for (sorted); Packages
+	// is everything installed.
+	Requested    []string  `json:"requested_packages"`
+	Packages     []Package `json:"packages"`
+	AgentVersion string    `json:"agent_version"`
+	AgentSHA256  string    `json:"agent_sha256"`
+	RootfsBytes  int64     `json:"rootfs_bytes"`
+	Ext4Bytes    int64     `json:"ext4_bytes"`
+	Ext4SHA256   string    `json:"ext4_sha256"`
 	// JailUIDBase is non-zero only in images of older versions, whose
 	// rootfs/ was owned by one id range shared by every jail box; Build
 	// gives such an image its real owners back and sets it to 0.

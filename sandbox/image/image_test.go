@@ -154,3 +154,40 @@ func TestBuildRestoresLegacyOwners(t *testing.T) {
 		t.Fatalf("su: mode %v owner %d:%d; want setuid, 0:42", fi.Mode(), st.Uid, st.Gid)
 	}
 }
+
+func TestPackagesChanged(t *testing.T) {
+	defaults := normPackages(DefaultPackages)
+	tests := []struct {
+		name      string
+		requested []string
+		want      []string
+		rebuild   bool
+	}{
+		{"same list", defaults, defaults, false},
+		{"no recorded list (an older image)", nil, defaults, true},
+		{"a package added", defaults, normPackages(append(append([]string{}, DefaultPackages...), "jq")), true},
+		{"a package removed", defaults, normPackages([]string{"python3", "nodejs"}), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			why := packagesChanged(Manifest{Requested: tt.requested}, tt.want)
+			if (why != "") != tt.rebuild {
+				t.Fatalf("packagesChanged = %q; want rebuild=%v", why, tt.rebuild)
+			}
+		})
+	}
+	if got := normPackages([]string{"b", "a", "b"}); strings.Join(got, ",") != "a,b" {
+		t.Fatalf("normPackages = %v", got)
+	}
+	if CheckPackages([]string{"python3-numpy", "g++"}) != nil || CheckPackages([]string{"x;rm"}) == nil || CheckPackages([]string{"-o"}) == nil {
+		t.Fatal("CheckPackages")
+	}
+}
+
+func TestMissingDeps(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "debootstrap.log")
+	os.WriteFile(log, []byte("  Package libc6 is not installed.\nErrors were encountered while processing:\n libc6\ndpkg: dependency problems prevent configuration of python3-zmq:\n python3-zmq depends on python3-cffi-backend-api-max (>= 9729); however:\n  Package python3-cffi-backend-api-max is not installed.\n  Package python3-cffi-backend-api-max is not installed.\n  Package libboost-regex1.74.0-icu72 is not installed.\nErrors were encountered while processing:\n python3-zmq\n"), 0o644)
+	if got := missingDeps(log); got != "python3-cffi-backend-api-max, libboost-regex1.74.0-icu72" {
+		t.Fatalf("missingDeps = %q", got)
+	}
+}

@@ -1,0 +1,132 @@
+package jail_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+)
+
+// Interpreter sessions in a real jail box, on the default image's
+// ipykernel and node, through the manager.
+
+type sessionOut struct {
+	res    *wire.SessionResult
+	stdout string
+	result string
+	images int
+}
+
+func sessionIn(t *testing.T, m *sandbox.Manager, box string, req wire.SessionRequest, code string) sessionOut {
+	t.Helper()
+	if req.Name == "" {
+		req.Name = "default"
+	}
+	if req.Language == "" {
+		req.Language = wire.LangPython
+	}
+	if req.TimeoutMs == 0 {
+		req.TimeoutMs = 120_000
+	}
+	var o sessionOut
+	var stdout bytes.Buffer
+	var mu sync.Mutex
+	res, _, err := m.RunSession(context.Background(), "t", box, req, code, client.SessionIO{Stdout: &stdout, Output: func(h wire.OutputHeader, data []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case h.Kind == wire.OutputResult && h.Mime == "text/plain":
+			o.result = string(data)
+		case wire.IsImage(h.Mime):
+			o.images++
+		}
+	}})
+	if err != nil {
+		t.Fatalf("session %s %q: %v", req.Name, code, err)
+	}
+	o.res, o.stdout = res, stdout.String()
+	return o
+}
+
+func TestJailSessions(t *testing.T) {
+	testenv.RequireRoot(t)
+	home := testenv.Home(t)
+	ctx := context.Background()
+	m := server(t, home)
+	destroyAll(t, m)
+	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "interp", MemoryMiB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := func(code string) sessionOut { return sessionIn(t, m, b.ID, wire.SessionRequest{}, code) }
+
+	if o := py("import pandas as pd, numpy as np\ndf = pd.DataFrame({'a': np.arange(4)})"); !o.res.Restarted || o.res.ExitCode != 0 {
+		t.Fatalf("first: %+v", o.res)
+	}
+	if o := py("df.a.sum()"); o.result != "6" {
+		t.Fatalf("state: %q %+v", o.result, o.res)
+	}
+	if o := py("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"); o.images != 1 {
+		t.Fatalf("plot: %+v", o)
+	}
+
+	// A memory hog hits the box's limit; the next call works.
+	o := py("blocks = []\nwhile True: blocks.append(b'x' * (32 << 20))")
+	if o.res.Ended == "" && (o.res.Error == nil || o.res.Error.Name != "MemoryError") {
+		t.Fatalf("hog: %+v %+v", o.res, o.res.Error)
+	}
+	t.Logf("memory hog: %s", o.res.Ended)
+	if o := py("40 + 2"); o.result != "42" {
+		t.Fatalf("after hog: %+v", o.res)
+	}
+
+	// JavaScript keeps let bindings and functions.
+	js := func(code string) sessionOut {
+		return sessionIn(t, m, b.ID, wire.SessionRequest{Language: wire.LangJavaScript}, code)
+	}
+	js("let k = 20; function twice(x) { return 2 * x }")
+	if o := js("twice(k) + 2"); o.result != "42" {
+		t.Fatalf("js: %+v %+v", o.res, o.res.Error)
+	}
+
+	// 20 calls over 4 sessions at once: each session counts its own.
+	var wg sync.WaitGroup
+	errs := make(chan string, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("p%d", i%4)
+			o := sessionIn(t, m, b.ID, wire.SessionRequest{Name: name}, fmt.Sprintf("n = globals().get('n', 0) + 1\n(%q, n)", name))
+			if o.res.ExitCode != 0 || !strings.HasPrefix(o.result, fmt.Sprintf("('%s', ", name)) {
+				errs <- fmt.Sprintf("%s: %+v %q", name, o.res, o.result)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	for i := 0; i < 4; i++ {
+		if o := sessionIn(t, m, b.ID, wire.SessionRequest{Name: fmt.Sprintf("p%d", i)}, "n"); o.result != "5" {
+			t.Errorf("p%d ran %q calls, want 5", i, o.result)
+		}
+	}
+
+	// The session lives in the box: a new server reattaches to it.
+	py("survives = 'yes'")
+	m.Close()
+	m2 := server(t, home)
+	if o := sessionIn(t, m2, b.ID, wire.SessionRequest{}, "survives"); o.result != "'yes'" || o.res.Restarted {
+		t.Fatalf("after a server restart: %+v %q", o.res, o.result)
+	}
+	destroyAll(t, m2)
+}
