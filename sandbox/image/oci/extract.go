@@ -4,6 +4,7 @@ package oci
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -45,16 +46,23 @@ type unpackStats struct {
 }
 
 type unpacker struct {
+	ctx   context.Context // nil: never cancelled
 	t     *tree
 	lim   limits
 	stats *unpackStats
 	log   *slog.Logger
 	buf   []byte
+	// streamed counts the content of every entry, kept or skipped: the
+	// tar reader reads through what is skipped too.
+	streamed int64
 }
 
 // layer applies one uncompressed layer tar.
 func (u *unpacker) layer(r io.Reader) error {
 	u.t.startLayer()
+	if u.ctx != nil {
+		r = ctxReader{u.ctx, r}
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -67,6 +75,9 @@ func (u *unpacker) layer(r io.Reader) error {
 		u.stats.Entries++
 		if u.stats.Entries > u.lim.entries {
 			return fmt.Errorf("%w: more than %d files", ErrTooLarge, u.lim.entries)
+		}
+		if u.streamed += max(hdr.Size, 0); u.streamed > u.lim.bytes {
+			return fmt.Errorf("%w: the layers hold more than %d MiB", ErrTooLarge, u.lim.bytes>>20)
 		}
 		if err := u.entry(tr, hdr); err != nil {
 			return err
@@ -307,6 +318,19 @@ func (u *unpacker) finish() {
 		unix.UtimesNanoAt(fd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
 		unix.Close(fd)
 	}
+}
+
+// ctxReader stops reading once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // onlyWriter hides os.File's ReadFrom, so io.CopyBuffer uses our buffer

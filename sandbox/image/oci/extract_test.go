@@ -230,6 +230,11 @@ func TestUnpackLimits(t *testing.T) {
 	if _, _, err := unpackAll(t, limits{bytes: 6000, entries: 100}, big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("size cap: %v", err)
 	}
+	// Content the unpacker skips counts too (the reader reads through it).
+	skipped := tarOf(t, file(".wh.a", strings.Repeat("w", 4096)), file(".wh.b", strings.Repeat("w", 4096)))
+	if _, _, err := unpackAll(t, limits{bytes: 6000, entries: 100}, skipped); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("skipped content: %v", err)
+	}
 	many := tarOf(t, file("a", ""), file("b", ""), file("c", ""))
 	if _, _, err := unpackAll(t, limits{bytes: 1 << 20, entries: 2}, many); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("entry cap: %v", err)

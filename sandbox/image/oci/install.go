@@ -12,11 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/boxlite-ai/boxlite-mcp/internal/names"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -130,7 +130,7 @@ func (s *Store) build(ctx context.Context, src *source, name, tmp string, tr *tr
 	}
 	defer t.close()
 	stats := &unpackStats{}
-	u := &unpacker{t: t, lim: limits{bytes: s.cfg.MaxUnpackedBytes, entries: s.cfg.MaxEntries}, stats: stats, log: s.log}
+	u := &unpacker{ctx: ctx, t: t, lim: limits{bytes: s.cfg.MaxUnpackedBytes, entries: s.cfg.MaxEntries}, stats: stats, log: s.log}
 	var meta Meta
 	for i, l := range src.layers {
 		if err := ctx.Err(); err != nil {
@@ -238,8 +238,6 @@ func (s *Store) unpackBlob(u *unpacker, l srcLayer) error {
 	return u.layer(r)
 }
 
-var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // maxImageEnv bounds the variables taken from an image config.
 const maxImageEnv = 200
 
@@ -250,7 +248,7 @@ func imageEnv(env []string, u user) []string {
 	idx := map[string]int{}
 	for _, kv := range env {
 		k, _, ok := strings.Cut(kv, "=")
-		if !ok || !envKeyRE.MatchString(k) || strings.IndexByte(kv, 0) >= 0 {
+		if !ok || !names.ValidEnvKey(k) || strings.IndexByte(kv, 0) >= 0 {
 			continue
 		}
 		if i, dup := idx[k]; dup {
