@@ -32,12 +32,10 @@ var (
 	errHostGone  = errors.New("host went away")
 )
 
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // baseEnv is the environment every exec starts from: defaults, overridden by
 // the agent's own environment (which engines set to the box's environment).
 func baseEnv() []string {
-	return mergeEnv([]string{"PATH=" + defaultPath, "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"}, os.Environ())
+	return mergeEnv(wire.BaseEnv(), os.Environ())
 }
 
 // mergeEnv returns base with extra's entries added, later keys winning.
@@ -70,7 +68,7 @@ func lookPath(file string, env []string) (string, *wire.Error) {
 		}
 		return file, nil
 	}
-	path := defaultPath
+	path := wire.DefaultPath
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			path = v

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"net"
 	"time"
 
@@ -52,6 +53,24 @@ const (
 	IDRangeFirst = 1_000_000_000
 	IDRangeSize  = 65536
 )
+
+// GuestEnv is the environment of the box's agent and, through it, of every
+// run: the base environment, the box's id, then the box's own variables.
+func (s Spec) GuestEnv() []string {
+	env := append(wire.BaseEnv(), "BOXLITE_BOX_ID="+s.ID)
+	for k, v := range s.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// Hostname is the box's host name: its name, else box-<last 8 of its id>.
+func (s Spec) Hostname() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return "box-" + s.ID[max(len(s.ID)-8, 0):]
+}
 
 // HostIDBase is the host uid (and gid) that root of the box maps to.
 func (s Spec) HostIDBase() (uint32, error) {

@@ -14,10 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/boxlite-ai/boxlite-mcp/internal/names"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +41,6 @@ const (
 	MinDiskMiB      = 256
 	MaxDiskMiB      = 64 << 10
 	MaxEnvEntries   = 256
-	maxNameLength   = 63
 	engineStateFile = "engine.json"
 )
 
@@ -258,19 +257,16 @@ type CreateRequest struct {
 	Progress func(ImageProgress)
 }
 
-var (
-	nameRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+var ()
 
 func (r *CreateRequest) validate() error {
-	if r.Name != "" && (len(r.Name) > maxNameLength || !nameRE.MatchString(r.Name)) {
-		return Errorf(ErrInvalidArgument, "name %q is not valid: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name, maxNameLength)
+	if r.Name != "" && !names.Valid(r.Name) {
+		return Errorf(ErrInvalidArgument, "name %q is not valid: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name, names.MaxLen)
 	}
 	if r.Image == "" {
 		r.Image = DefaultImage
 	}
-	if !nameRE.MatchString(r.Image) || len(r.Image) > maxNameLength {
+	if !names.Valid(r.Image) {
 		return Errorf(ErrInvalidArgument, "image name %q is not valid", r.Image)
 	}
 	if r.CPUs == 0 {
@@ -300,7 +296,7 @@ func (r *CreateRequest) validate() error {
 		return Errorf(ErrInvalidArgument, "at most %d environment variables", MaxEnvEntries)
 	}
 	for k := range r.Env {
-		if !envKeyRE.MatchString(k) {
+		if !names.ValidEnvKey(k) {
 			return Errorf(ErrInvalidArgument, "environment variable name %q is not valid", k)
 		}
 	}

@@ -8,8 +8,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/boxlite-ai/boxlite-mcp/internal/names"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -84,8 +84,6 @@ func (s *Server) execCommand(ctx context.Context, req mcp.CallToolRequest, in Ex
 	return s.run(ctx, req, "exec_command", in.Box, []string{"/bin/sh", "-c", in.Command}, in.TimeoutSeconds, in.Stdin, in.Env, in.Cwd), nil
 }
 
-var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // checkEnv refuses what a process environment cannot hold, naming the
@@ -101,7 +99,7 @@ func checkEnv(env map[string]string) *mcp.CallToolResult {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !envKeyRE.MatchString(k) {
+		if !names.ValidEnvKey(k) {
 			return invalid("environment variable name %q is not valid (letters, digits and _, not starting with a digit)", k)
 		}
 		if hasNUL(env[k]) {

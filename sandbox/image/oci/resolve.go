@@ -8,11 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/boxlite-ai/boxlite-mcp/internal/names"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -25,11 +25,9 @@ import (
 
 var _ sandbox.ImageSource = (*Store)(nil)
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 // validName reports whether n can name a local image (as box images are
 // checked by the manager).
-func validName(n string) bool { return len(n) <= 63 && nameRE.MatchString(n) }
+func validName(n string) bool { return names.Valid(n) }
 
 // Resolve implements sandbox.ImageSource: ref is an image on this host
 // (by name), or a reference pulled as the policy says and the allow
