@@ -257,8 +257,6 @@ type CreateRequest struct {
 	Progress func(ImageProgress)
 }
 
-var ()
-
 func (r *CreateRequest) validate() error {
 	if r.Name != "" && !names.Valid(r.Name) {
 		return Errorf(ErrInvalidArgument, "name %q is not valid: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name, names.MaxLen)
