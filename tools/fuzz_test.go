@@ -58,7 +58,9 @@ func FuzzToolArguments(f *testing.F) {
 			t.Fatalf("%s(%s): no answer", name, args)
 		}
 		out, _ := json.Marshal(resp)
-		if strings.Contains(string(out), "panic") {
+		// mcp-go's recovery middleware turns a handler panic into this
+		// error text; a fuzzed argument that merely says "panic" is fine.
+		if strings.Contains(string(out), "panic recovered in") {
 			t.Fatalf("%s(%s) panicked: %s", name, args, out)
 		}
 		if r, ok := resp.(mcp.JSONRPCResponse); ok {
