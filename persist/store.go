@@ -64,8 +64,12 @@ type migration struct {
 }
 
 // migrations returns the embedded migrations in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFS, "migrations")
+func migrations() ([]migration, error) { return readMigrations(migrationFS) }
+
+// readMigrations reads migrations/*.sql from fsys: names must start with
+// their version, and versions must run 1, 2, 3… without gaps or repeats.
+func readMigrations(fsys fs.FS) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func migrations() ([]migration, error) {
 		if !ok || err != nil {
 			return nil, fmt.Errorf("migration %q: name must start with a number", e.Name())
 		}
-		b, err := fs.ReadFile(migrationFS, "migrations/"+e.Name())
+		b, err := fs.ReadFile(fsys, "migrations/"+e.Name())
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -383,15 +384,29 @@ func childInsert(t *testing.T, path string) {
 	}
 }
 
-func TestMigrationsAreDense(t *testing.T) {
-	ms, err := migrations()
-	if err != nil {
-		t.Fatal(err)
+// TestMigrationSetsAreChecked: the embedded set is valid, and a set with a
+// gap, a repeat or a badly named file is refused (not silently applied).
+func TestMigrationSetsAreChecked(t *testing.T) {
+	if ms, err := migrations(); err != nil || len(ms) != SchemaVersion() {
+		t.Fatalf("embedded migrations: %d, %v", len(ms), err)
 	}
-	for i, m := range ms {
-		if m.version != i+1 {
-			t.Fatalf("migration %s has version %d", m.name, m.version)
+	for name, files := range map[string][]string{
+		"gap":      {"0001_a.sql", "0003_c.sql"},
+		"repeat":   {"0001_a.sql", "0001_b.sql"},
+		"bad name": {"0001_a.sql", "two_b.sql"},
+		"no one":   {"0002_b.sql"},
+	} {
+		fsys := fstest.MapFS{}
+		for _, f := range files {
+			fsys["migrations/"+f] = &fstest.MapFile{Data: []byte("SELECT 1;")}
 		}
+		if _, err := readMigrations(fsys); err == nil {
+			t.Errorf("%s (%v) accepted", name, files)
+		}
+	}
+	ok := fstest.MapFS{"migrations/0002_b.sql": {Data: []byte("b")}, "migrations/0001_a.sql": {Data: []byte("a")}}
+	if ms, err := readMigrations(ok); err != nil || len(ms) != 2 || ms[0].sql != "a" {
+		t.Fatalf("a dense set: %+v, %v", ms, err)
 	}
 }
 
