@@ -107,7 +107,7 @@ func BenchmarkOCIPull(b *testing.B) {
 // the default image, interleaved.
 func BenchmarkOCICreateFirstResult(b *testing.B) {
 	testenv.RequireRoot(b)
-	base := testenv.Image(b) // its agent is this tree's: the baseline boots it
+	base := baseImage(b)
 	py, _ := boxImages(b)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
