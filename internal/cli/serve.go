@@ -33,9 +33,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		maxBoxes      = fs.Int("max-boxes", 0, "most boxes on this home (0: no limit)")
 		ownerBoxes    = fs.Int("owner-max-boxes", 0, "most boxes one owner (token) may have (0: no limit)")
 		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
+		pull          = fs.String("pull", "missing", "when create_box pulls an image reference: missing, never or always (re-check the tag)")
+		allowImages   stringList
 		origins       stringList
 	)
 	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
+	fs.Var(&allowImages, "allow-image", "image references create_box accepts, e.g. docker.io/library/* (repeatable; default: any)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -76,9 +79,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 {
 		return usageError{"--max-memory-mib, --max-boxes and --owner-max-boxes must not be negative"}
 	}
+	images, err := imageSource(*home, store, *pull, allowImages, log)
+	if err != nil {
+		return err
+	}
 	m, err := sandbox.New(sandbox.Config{Home: *home, Store: store, Engines: engs, IdleTimeout: *idle, Logger: log,
 		MaxMemoryMiB: *maxMemory, MaxBoxes: *maxBoxes, OwnerMaxBoxes: *ownerBoxes,
-		ClientName: "boxlite-mcp/" + Version})
+		ClientName: "boxlite-mcp/" + Version, Images: images})
 	if err != nil {
 		return err
 	}
