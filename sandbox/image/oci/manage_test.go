@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -225,5 +227,40 @@ func TestAllowed(t *testing.T) {
 		if got := allowed(tt.pats, mustRef(t, tt.ref)); got != tt.ok {
 			t.Errorf("allowed(%v, %s) = %v", tt.pats, tt.ref, got)
 		}
+	}
+}
+
+// TestAgentRefresh: a pulled image gets the configured agent again when
+// it changes, in its tree and its ext4 disk, unless a box uses it.
+func TestAgentRefresh(t *testing.T) {
+	used := 0
+	s, home := newStore(t, func(c *Config) {
+		c.InUse = func(context.Context, string) (int, error) { return used, nil }
+	})
+	reg := startRegistry(t)
+	ref := reg.push(t, "agent:1", imageOf(t, v1.Config{}, layerOf(t, file("f", "x"))))
+	_, name, err := s.Pull(ctxT(t), ref, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentIn := filepath.Join(image.Dir(home, name), "rootfs", image.AgentPath)
+	time.Sleep(10 * time.Millisecond) // a new modification time for the agent cache key
+	if err := os.WriteFile(s.cfg.Agent, []byte("#!/bin/sh\necho agent v2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	used = 1
+	if _, err := s.Resolve(ctxT(t), name, nil); err != nil || read(t, agentIn) != "#!/bin/sh\necho agent\n" {
+		t.Fatalf("refreshed an image in use: %v", err)
+	}
+	used = 0
+	if _, err := s.Resolve(ctxT(t), name, nil); err != nil || read(t, agentIn) != "#!/bin/sh\necho agent v2\n" {
+		t.Fatalf("agent not refreshed: %v", err)
+	}
+	out, err := exec.Command("debugfs", "-R", "cat "+image.AgentPath, filepath.Join(image.Dir(home, name), "rootfs.ext4")).Output()
+	if err != nil || string(out) != "#!/bin/sh\necho agent v2\n" {
+		t.Errorf("ext4 agent: %q %v", out, err)
+	}
+	if m, _ := ReadMeta(image.Dir(home, name)); m == nil || m.AgentSHA256 == "" {
+		t.Errorf("meta %+v", m)
 	}
 }
