@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/netconf"
 )
 
 // ErrNoRoot means Init could not mount and enter the root device.
@@ -80,6 +82,13 @@ func Init(cfg InitConfig, log *slog.Logger) (work *WorkCgroup, err error) {
 		mountAll(baseMounts(!cfg.SkipDevtmpfs)[2:3], log)
 		if err := switchRoot(cfg.RootDevice, cfg.RootFSType); err != nil {
 			return nil, errors.Join(append(errs, fmt.Errorf("%w: %v", ErrNoRoot, err))...)
+		}
+		// The box's disk (disk_mib) may be larger than the image's file
+		// system: grow it to the disk on first boot.
+		if grown, err := GrowRoot(cfg.RootDevice, "/"); err != nil {
+			errs = append(errs, fmt.Errorf("growing the root file system: %w", err))
+		} else if grown {
+			log.Info("root file system grown to the disk", "device", cfg.RootDevice)
 		}
 	}
 	if !cfg.NoMounts {
@@ -256,4 +265,6 @@ type BootConfig struct {
 	Env        []string `json:"env,omitempty"` // KEY=VALUE for every exec
 	// WorkPidsMax limits user processes (see InitConfig.WorkPidsMax).
 	WorkPidsMax int `json:"work_pids_max,omitempty"`
+	// Net, when set, is the VM's network (see ConfigureNetwork).
+	Net *netconf.Config `json:"net,omitempty"`
 }

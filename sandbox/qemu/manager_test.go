@@ -72,11 +72,16 @@ func TestQemuThroughManager(t *testing.T) {
 	home := testenv.Home(t)
 	ctx := context.Background()
 	m := server(t, home)
-	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "vm", MemoryMiB: 256, Env: map[string]string{"GREETING": "hello"}})
+	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "vm", MemoryMiB: 256, DiskMiB: 6144, Env: map[string]string{"GREETING": "hello"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { server(t, home).Destroy(context.Background(), "t", b.ID) })
+	// disk_mib is larger than the image's 4 GiB file system: the agent grew
+	// the root file system to the disk on first boot.
+	if out, _ := run(t, m, "vm", "sh", "-c", "df -m / | awk 'NR==2 {print $2}'"); strings.TrimSpace(out) == "" || atoi(strings.TrimSpace(out)) < 5800 {
+		t.Errorf("root file system is %q MiB on a 6144 MiB disk", out)
+	}
 
 	for _, tt := range []struct {
 		argv []string
@@ -223,3 +228,5 @@ func TestQemuThroughManager(t *testing.T) {
 		t.Fatalf("recovered VM: %q", out)
 	}
 }
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
