@@ -20,10 +20,62 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
-// pipeGrace is how long an exec waits, after its process exited or was
-// killed, for background children to close stdout/stderr before the agent
-// closes its ends and answers.
+// pipeGrace is how long an exec's output may stay idle, after its process
+// exited or was killed, before the agent stops reading it (a background
+// child holding stdout open) and answers. It runs from the last byte read,
+// not from the exit, so output the host is slow to take is never cut off.
 const pipeGrace = 500 * time.Millisecond
+
+// PipeGrace is pipeGrace, for tests.
+const PipeGrace = pipeGrace
+
+// outputPipe carries one output stream of a process to w.
+type outputPipe struct {
+	r      *os.File
+	exited atomic.Bool
+	done   chan struct{}
+}
+
+// newOutputPipe returns the pipe and the write end to give the process.
+func newOutputPipe(w io.Writer) (*outputPipe, *os.File, error) {
+	r, wr, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &outputPipe{r: r, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				if p.exited.Load() {
+					r.SetReadDeadline(time.Now().Add(pipeGrace))
+				}
+			}
+			if err != nil {
+				return // EOF, or idle past the grace after the exit
+			}
+		}
+	}()
+	return p, wr, nil
+}
+
+// finish is called once the process has exited: it reads on until EOF or
+// pipeGrace without a byte, then closes the pipe.
+func (p *outputPipe) finish() {
+	p.exited.Store(true)
+	p.r.SetReadDeadline(time.Now().Add(pipeGrace))
+	<-p.done
+	p.r.Close()
+}
+
+// abandon closes a pipe whose process never started.
+func (p *outputPipe) abandon() {
+	p.r.Close()
+	<-p.done
+}
 
 // Why an exec was stopped early.
 var (
@@ -168,6 +220,9 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	}
 	// Kill the whole process group, so grandchildren die with the shell.
 	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	// Output is read by outputPipe (never cut off while it flows); the only
+	// copier os/exec runs is stdin's, which must not hold Wait up when the
+	// process ended without reading what the host still streams.
 	cmd.WaitDelay = pipeGrace
 
 	limit := s.cfg.OutputLimit
@@ -179,7 +234,17 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	hostGone := func() { cancel(errHostGone) }
 	stdout := &frameWriter{c: c, t: wire.FrameStdout, budget: budget, gone: hostGone}
 	stderr := &frameWriter{c: c, t: wire.FrameStderr, budget: budget, gone: hostGone}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	outPipe, outW, err := newOutputPipe(stdout)
+	if err != nil {
+		return c.fail(wire.Errorf(wire.CodeExhausted, "cannot make a pipe: %v", err))
+	}
+	errPipe, errW, err := newOutputPipe(stderr)
+	if err != nil {
+		outW.Close()
+		outPipe.abandon()
+		return c.fail(wire.Errorf(wire.CodeExhausted, "cannot make a pipe: %v", err))
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
 
 	var stdinW *io.PipeWriter
 	switch {
@@ -192,7 +257,12 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 	}
 
 	start := time.Now()
-	if err := s.cfg.Work.start(cmd); err != nil {
+	err = s.cfg.Work.start(cmd)
+	outW.Close() // the process has its own copies now
+	errW.Close()
+	if err != nil {
+		outPipe.abandon()
+		errPipe.abandon()
 		if stdinW != nil {
 			stdinW.Close()
 		}
@@ -234,6 +304,8 @@ func (s *Server) exec(ctx context.Context, c *call, req *wire.ExecRequest) error
 
 	waitErr := cmd.Wait()
 	untrack(cmd.Process.Pid)
+	outPipe.finish()
+	errPipe.finish()
 	res := &wire.ExecResult{
 		ExitCode:    -1,
 		Truncated:   budget.truncated.Load(),
