@@ -499,34 +499,3 @@ func TestExecAsAnotherUser(t *testing.T) {
 		t.Fatalf("%q %+v %v", out.String(), res, err)
 	}
 }
-
-// slowWriter takes its time over the first write, as a host whose client
-// is busy does: the agent's frames back up behind it.
-type slowWriter struct {
-	n     int
-	first sync.Once
-}
-
-func (w *slowWriter) Write(p []byte) (int, error) {
-	w.first.Do(func() { time.Sleep(2 * pipeGrace()) })
-	w.n += len(p)
-	return len(p), nil
-}
-
-// TestExecOutputOutlivesASlowHost: a process that prints a lot and exits at
-// once loses nothing when the host reads slowly. The old agent closed the
-// pipes pipeGrace after the exit, even while output still flowed, and
-// answered with the output cut short and truncated unset.
-func TestExecOutputOutlivesASlowHost(t *testing.T) {
-	c, _ := agent(t)
-	w := &slowWriter{}
-	res, err := c.Exec(context.Background(), sh("head -c 3000000 /dev/zero"), client.ExecIO{Stdout: w})
-	if err != nil || res.ExitCode != 0 {
-		t.Fatalf("res=%+v err=%v", res, err)
-	}
-	if w.n != 3000000 || res.Truncated || res.StdoutBytes != 3000000 {
-		t.Fatalf("host received %d of 3000000 bytes (agent counted %d, truncated %v)", w.n, res.StdoutBytes, res.Truncated)
-	}
-}
-
-func pipeGrace() time.Duration { return guestagent.PipeGrace }

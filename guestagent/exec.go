@@ -54,12 +54,29 @@ func newOutputPipe(w io.Writer) (*outputPipe, *os.File, error) {
 					r.SetReadDeadline(time.Now().Add(pipeGrace))
 				}
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && pending(r) > 0 {
+				// The reader was slow (a busy host, a starved agent), not
+				// the pipe idle: what is there is still read.
+				r.SetReadDeadline(time.Now().Add(pipeGrace))
+				continue
+			}
 			if err != nil {
 				return // EOF, or idle past the grace after the exit
 			}
 		}
 	}()
 	return p, wr, nil
+}
+
+// pending is how many bytes wait in the pipe r (FIONREAD, alias TIOCINQ).
+func pending(r *os.File) int {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	return n
 }
 
 // finish is called once the process has exited: it reads on until EOF or
