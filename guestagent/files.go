@@ -120,6 +120,13 @@ func (s *Server) writeFile(c *call, req *wire.WriteFileReq) error {
 			os.Remove(tmp)
 		}
 	}()
+	// fail removes the temporary file before the host hears of the
+	// failure, so nothing of a failed write is there once it has.
+	fail := func(e *wire.Error) error {
+		f.Close()
+		os.Remove(tmp)
+		return c.fail(e)
+	}
 	var n int64
 	for {
 		fr, err := c.r.ReadFrame()
@@ -130,22 +137,22 @@ func (s *Server) writeFile(c *call, req *wire.WriteFileReq) error {
 			break
 		}
 		if fr.Type != wire.FrameData {
-			return c.fail(wire.Errorf(wire.CodeInvalid, "write_file: unexpected %s frame", fr.Type))
+			return fail(wire.Errorf(wire.CodeInvalid, "write_file: unexpected %s frame", fr.Type))
 		}
 		n += int64(len(fr.Payload))
 		if n > s.cfg.MaxFileSize {
-			return c.fail(wire.Errorf(wire.CodeTooLarge, "%s: over the box's file size limit of %d bytes", path, s.cfg.MaxFileSize))
+			return fail(wire.Errorf(wire.CodeTooLarge, "%s: over the box's file size limit of %d bytes", path, s.cfg.MaxFileSize))
 		}
 		if _, err := f.Write(fr.Payload); err != nil {
-			return c.fail(fileError(err, path))
+			return fail(fileError(err, path))
 		}
 	}
 	if req.Size >= 0 && n != req.Size {
-		return c.fail(wire.Errorf(wire.CodeInvalid, "%s: announced %d bytes, received %d", path, req.Size, n))
+		return fail(wire.Errorf(wire.CodeInvalid, "%s: announced %d bytes, received %d", path, req.Size, n))
 	}
 	// Set the mode explicitly: OpenFile's mode is filtered by the umask.
 	if err := f.Chmod(mode); err != nil {
-		return c.fail(fileError(err, path))
+		return fail(fileError(err, path))
 	}
 	if req.UID != nil || req.GID != nil {
 		uid, gid := -1, -1
@@ -156,11 +163,11 @@ func (s *Server) writeFile(c *call, req *wire.WriteFileReq) error {
 			gid = int(*req.GID)
 		}
 		if err := f.Chown(uid, gid); err != nil {
-			return c.fail(fileError(err, path))
+			return fail(fileError(err, path))
 		}
 	}
 	if err := f.Close(); err != nil {
-		return c.fail(fileError(err, path))
+		return fail(fileError(err, path))
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return c.fail(fileError(err, path))
