@@ -12,6 +12,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
 	"github.com/boxlite-ai/boxlite-mcp/internal/inroot"
+	"github.com/boxlite-ai/boxlite-mcp/internal/netconf"
 )
 
 // JailConfig is what a jail engine sends the --jail-init stage on stdin.
@@ -127,8 +128,8 @@ func writeEtc(root int, cfg JailConfig) error {
 		return nil
 	}
 	defer unix.Close(etc)
-	if cfg.Network {
-		if err := inroot.WriteFile(etc, "resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644); err != nil {
+	if cfg.Network && cfg.Nameserver != "" {
+		if err := inroot.WriteFile(etc, "resolv.conf", netconf.ResolvConf(cfg.Nameserver), 0o644); err != nil {
 			return err
 		}
 	}

@@ -51,6 +51,9 @@ type Config struct {
 	TmpSizeMiB int      `json:"tmp_size_mib"`
 	Env        []string `json:"env"`
 	Seccomp    bool     `json:"seccomp"`
+	// Nameserver is the box's resolver (the engine's network stack), written
+	// to /etc/resolv.conf when Network is set.
+	Nameserver string `json:"nameserver,omitempty"`
 	// WorkCgroupV2 says FDWork is a cgroup v2 directory (else v1 tasks files).
 	WorkCgroupV2 bool `json:"work_cgroup_v2"`
 }

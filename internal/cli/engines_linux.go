@@ -12,7 +12,7 @@ import (
 // The Linux engines: the namespace jail and QEMU microVMs.
 func init() {
 	engineMakers["jail"] = func(home string, log *slog.Logger) sandbox.Engine {
-		return jail.New(jail.Config{Home: home, Logger: log})
+		return jail.New(jail.Config{Home: home, Logger: log, Net: netHost})
 	}
 	engineMakers["qemu"] = func(home string, log *slog.Logger) sandbox.Engine {
 		return qemu.New(qemu.Config{Home: home, Logger: log})

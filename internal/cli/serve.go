@@ -11,6 +11,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 	"github.com/boxlite-ai/boxlite-mcp/tools"
 	"github.com/boxlite-ai/boxlite-mcp/tools/transport"
 )
@@ -35,6 +36,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
 		pull          = fs.String("pull", "missing", "when create_box pulls an image reference: missing, never or always (re-check the tag)")
 		allowImages   stringList
+		resolvConf    = fs.String("resolv-conf", network.DefaultResolvConf, "resolv.conf naming the upstream DNS servers of the boxes' resolvers")
 		origins       stringList
 	)
 	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
@@ -72,6 +74,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	netHost.ResolvConf = *resolvConf
 	engs, err := engines(*home, log, *engine)
 	if err != nil {
 		return err

@@ -138,7 +138,7 @@ func TestBuildRestoresLegacyOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "rootfs.ext4"), nil, 0o644)
-	m, _ := json.Marshal(Manifest{FormatVersion: FormatVersion, Name: "legacy", JailUIDBase: base, AgentSHA256: sum})
+	m, _ := json.Marshal(Manifest{FormatVersion: FormatVersion, Name: "legacy", JailUIDBase: base, AgentSHA256: sum, Requested: normPackages(DefaultPackages)})
 	os.WriteFile(filepath.Join(dir, "manifest.json"), m, 0o644)
 
 	img, err := Build(context.Background(), BuildConfig{Home: home, Name: "legacy", Agent: agent})

@@ -34,6 +34,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // Name is the engine's name.
@@ -48,8 +49,8 @@ type Config struct {
 	Home string
 	// PidsMax caps processes per box (default 512).
 	PidsMax int
-	// Slirp is the slirp4netns binary for boxes with network (default: from PATH).
-	Slirp string
+	// Net is the host side of boxes' networks (see package network).
+	Net network.Host
 	// NoSeccomp disables the seccomp filter (debugging only).
 	NoSeccomp bool
 	// NoIDMap makes every box copy its image instead of seeing it through
@@ -91,9 +92,6 @@ var _ sandbox.Engine = (*Engine)(nil)
 func New(cfg Config) *Engine {
 	if cfg.PidsMax <= 0 {
 		cfg.PidsMax = 512
-	}
-	if cfg.Slirp == "" {
-		cfg.Slirp, _ = exec.LookPath("slirp4netns")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -139,11 +137,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if !cg.has("cpu") {
 		a.Details = append(a.Details, "cpu controller missing: CPU limits are not enforced")
 	}
-	if e.cfg.Slirp == "" {
-		a.Details = append(a.Details, "slirp4netns not installed: boxes with network=true cannot start (apt-get install slirp4netns)")
-	} else {
-		a.Details = append(a.Details, "network: slirp4netns (user-mode, host loopback unreachable)")
-	}
+	a.Details = append(a.Details, network.Available())
 	if e.cfg.NoSeccomp {
 		a.Details = append(a.Details, "seccomp filter DISABLED")
 	}
@@ -170,7 +164,8 @@ type state struct {
 	Proc     proc.ID   `json:"proc"`
 	Cgroups  []string  `json:"cgroups,omitempty"` // children first
 	CgroupV2 bool      `json:"cgroup_v2,omitempty"`
-	Slirp    *proc.ID  `json:"slirp,omitempty"`
+	Slirp    *proc.ID  `json:"slirp,omitempty"` // boxes started by older versions
+	Net      *proc.ID  `json:"net,omitempty"`   // the network helper
 	Socket   string    `json:"socket"`
 	Started  time.Time `json:"started"`
 }
@@ -199,9 +194,6 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	img, err := image.Locate(e.cfg.Home, spec.Image)
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "%s", strings.TrimSuffix(err.Error(), ": "+image.ErrNotBuilt.Error()))
-	}
-	if spec.Network && e.cfg.Slirp == "" {
-		return h, sandbox.Errorf(sandbox.ErrUnavailable, "this box asks for network, but slirp4netns is not installed on the host (apt-get install slirp4netns)")
 	}
 	if img.Manifest.JailUIDBase != 0 {
 		return h, sandbox.Errorf(sandbox.ErrFailedPrecondition, "image %q is owned by the id range every box shared in older versions; run `boxlite-mcp image build --name %s` to convert it", spec.Image, spec.Image)
@@ -310,6 +302,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		Root:         root,
 		Hostname:     hostname(spec),
 		Network:      spec.Network,
+		Nameserver:   network.GuestConfig().Nameserver.String(),
 		TmpSizeMiB:   max(spec.MemoryMiB/2, 64),
 		Env:          boxEnv(spec),
 		Seccomp:      !e.cfg.NoSeccomp,
@@ -389,12 +382,14 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot place the jail in its cgroups")
 	}
 	if spec.Network {
-		sl, err := e.startSlirp(ctx, pid, spec.BoxDir)
+		tNet := time.Now()
+		nid, err := e.startNetwork(ctx, spec, pid)
 		if err != nil {
-			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot start the box's network (slirp4netns)")
+			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot start the box's network")
 		}
-		st.Slirp = &sl
-		cleanups = append(cleanups, func() { sl.KillGroup(); sl.Wait(2 * time.Second) })
+		st.Net = &nid
+		cleanups = append(cleanups, func() { network.Stop(&nid) })
+		log.Debug("network up", "helper_pid", nid.PID, "t_network", time.Since(tNet))
 	}
 	if _, err := syncW.Write([]byte{1}); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the jail died before it was told to start")
@@ -409,54 +404,6 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	log.Info("jail started", "cgroups", cg.String(), "network", spec.Network, "t_prepare", tPrepared.Sub(t0),
 		"t_spawn", tSpawned.Sub(tPrepared), "t_hello", time.Since(tSpawned), "t_total", time.Since(t0))
 	return h, nil
-}
-
-// startSlirp gives the box's network namespace user-mode networking. The
-// host's loopback is not reachable through it.
-func (e *Engine) startSlirp(ctx context.Context, pid int, boxDir string) (proc.ID, error) {
-	logf, err := os.OpenFile(filepath.Join(boxDir, "slirp.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return proc.ID{}, err
-	}
-	defer logf.Close()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		return proc.ID{}, err
-	}
-	defer readyR.Close()
-	cmd := exec.Command(e.cfg.Slirp, "--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3",
-		strconv.Itoa(pid), "tap0")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{readyW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return proc.ID{}, err
-	}
-	readyW.Close()
-	go cmd.Wait()
-	id, _ := proc.Of(cmd.Process.Pid)
-	ready := make(chan error, 1)
-	go func() {
-		var b [1]byte
-		_, err := readyR.Read(b[:])
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			id.KillGroup()
-			b, _ := os.ReadFile(filepath.Join(boxDir, "slirp.log"))
-			return proc.ID{}, fmt.Errorf("slirp4netns did not get ready: %s", strings.TrimSpace(string(b)))
-		}
-		return id, nil
-	case <-ctx.Done():
-		id.KillGroup()
-		return proc.ID{}, ctx.Err()
-	case <-time.After(10 * time.Second):
-		id.KillGroup()
-		return proc.ID{}, errors.New("slirp4netns did not get ready in 10s")
-	}
 }
 
 // Recover implements sandbox.Engine.
@@ -509,10 +456,10 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 func (e *Engine) cleanup(spec sandbox.Spec, st state) error {
 	var errs []error
 	unmountRoot(mountPoint(spec.ID)) // left only if a server died mid-start
-	if st.Slirp != nil {
-		st.Slirp.KillGroup()
-		st.Slirp.Wait(2 * time.Second)
-	}
+	unmountRoot(mountPoint(spec.ID) + ".disk")
+	unmountRoot(mountPoint(spec.ID) + ".lower")
+	network.Stop(st.Slirp)
+	network.Stop(st.Net)
 	if err := removeCgroups(st.Cgroups); err != nil {
 		errs = append(errs, err)
 	}

@@ -239,9 +239,9 @@ except OSError as e:
 		if err != nil {
 			t.Fatal(err)
 		}
-		o := shIn(t, m, b.ID, "cat /proc/net/dev | grep -c tap0; cat /etc/resolv.conf")
-		if !strings.HasPrefix(o.stdout, "1\n") || !strings.Contains(o.stdout, "10.0.2.3") {
-			t.Fatalf("no tap0 / resolver: %q %q", o.stdout, o.stderr)
+		o := shIn(t, m, b.ID, "cat /proc/net/dev | grep -c eth0; cat /etc/resolv.conf")
+		if !strings.HasPrefix(o.stdout, "1\n") || !strings.Contains(o.stdout, "nameserver 192.168.127.1") {
+			t.Fatalf("no eth0 / resolver: %q %q", o.stdout, o.stderr)
 		}
 		script := fmt.Sprintf(`import socket
 for host in ("127.0.0.1", "10.0.2.2"):
@@ -254,12 +254,21 @@ for host in ("127.0.0.1", "10.0.2.2"):
 		if strings.Contains(o.stdout, "CONNECTED") || strings.Count(o.stdout, "refused") != 2 {
 			t.Fatalf("a box with network reached the host's loopback: %q %q", o.stdout, o.stderr)
 		}
-		box, _ := m.Get(ctx, "t", b.ID)
+		h, err := sandbox.ReadEngineState(b.Spec.BoxDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Net *proc.ID `json:"net"`
+		}
+		if json.Unmarshal(h.State, &st); st.Net == nil || !st.Net.Alive() {
+			t.Fatalf("no live network helper recorded: %s", h.State)
+		}
 		if _, err := m.Destroy(ctx, "t", b.ID); err != nil {
 			t.Fatal(err)
 		}
-		if out, _ := exec.Command("pgrep", "-f", "slirp4netns.*"+box.ID).Output(); len(out) > 0 {
-			t.Fatalf("slirp4netns left running: %s", out)
+		if st.Net.Alive() {
+			t.Fatal("the network helper outlived its box")
 		}
 	})
 	t.Run("host files unreachable", func(t *testing.T) {
