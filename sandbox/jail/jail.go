@@ -63,8 +63,9 @@ type Config struct {
 // Engine is the jail engine. It keeps no per-box state in memory: everything
 // is in the Handle and the box directory. Safe for concurrent use.
 type Engine struct {
-	cfg Config
-	log *slog.Logger
+	cfg        Config
+	log        *slog.Logger
+	diskReason string // why boxes get no disk of their own ("" when they do)
 
 	idmapOnce  sync.Once
 	idmapProbe error // why idmapped image mounts cannot be used; set once
@@ -96,7 +97,7 @@ func New(cfg Config) *Engine {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "jail")}
+	return &Engine{cfg: cfg, log: cfg.Logger.With("component", "jail"), diskReason: diskAvailable()}
 }
 
 // Name implements sandbox.Engine.
@@ -140,6 +141,11 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	a.Details = append(a.Details, network.Available())
 	if e.cfg.NoSeccomp {
 		a.Details = append(a.Details, "seccomp filter DISABLED")
+	}
+	if e.diskReason != "" {
+		a.Details = append(a.Details, "disk quota: NONE ("+e.diskReason+"): a box can fill the host's disk")
+	} else {
+		a.Details = append(a.Details, "disk quota: each box's files live on an ext4 image of its disk_mib (loop device)")
 	}
 	a.Details = append(a.Details, "host ids: each box has its own range of 65536 ids; root in a box is an unprivileged host uid")
 	if img, err := image.Locate(e.cfg.Home, "default"); err != nil {
@@ -226,9 +232,21 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		}
 	}()
 
+	// The writable layer lives on the box's own disk (its quota) where the
+	// host has loop devices; else in the box directory, unlimited.
+	layerDir, detachDisk := spec.BoxDir, func() {}
+	if e.diskReason == "" {
+		if spec.DiskMiB <= 0 {
+			spec.DiskMiB = sandbox.DefaultDiskMiB
+		}
+		if layerDir, detachDisk, err = mountDisk(spec, base); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot make or mount the box's disk")
+		}
+	}
+	defer detachDisk() // the overlay keeps its own reference
 	dirs := map[string]string{}
 	for _, d := range []string{"upper", "work"} {
-		p := filepath.Join(spec.BoxDir, d)
+		p := filepath.Join(layerDir, d)
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's directories")
 		}
@@ -300,11 +318,11 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 
 	cfg := jailspec.Config{
 		Root:         root,
-		Hostname:     hostname(spec),
+		Hostname:     spec.Hostname(),
 		Network:      spec.Network,
 		Nameserver:   network.GuestConfig().Nameserver.String(),
 		TmpSizeMiB:   max(spec.MemoryMiB/2, 64),
-		Env:          boxEnv(spec),
+		Env:          spec.GuestEnv(),
 		Seccomp:      !e.cfg.NoSeccomp,
 		WorkCgroupV2: cg.V2,
 	}
@@ -483,23 +501,6 @@ func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func hostname(spec sandbox.Spec) string {
-	if spec.Name != "" {
-		return spec.Name
-	}
-	return "box-" + spec.ID[len(spec.ID)-8:]
-}
-
-// boxEnv is the environment of the agent and, through it, of every exec.
-func boxEnv(spec sandbox.Spec) []string {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb",
-		"BOXLITE_BOX_ID=" + spec.ID}
-	for k, v := range spec.Env {
-		env = append(env, k+"="+v)
-	}
-	return env
 }
 
 // consoleTail returns the last n lines written to the console log after offset.
