@@ -18,6 +18,7 @@ import (
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
+	"github.com/boxlite-ai/boxlite-mcp/internal/netconf"
 )
 
 func main() {
@@ -33,6 +34,7 @@ func main() {
 		outLimit = flag.Int64("output-limit", 0, "default per-exec output cap in bytes")
 		maxFile  = flag.Int64("max-file-size", 0, "file read/write cap in bytes")
 		jailInit = flag.Bool("jail-init", false, "set up a jail handed over by the jail engine, then serve on fd 3")
+		netJSON  = flag.String("net", "", "network configuration (JSON) to apply after the init duties")
 		hold     = flag.Bool("hold", false, "wait until stdin ends, then exit (the jail engine holds a user namespace with it)")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
@@ -56,6 +58,14 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "boxlite-guest")
 	var work *guestagent.WorkCgroup
+	var netCfg *netconf.Config
+	if *netJSON != "" {
+		netCfg = new(netconf.Config)
+		if err := json.Unmarshal([]byte(*netJSON), netCfg); err != nil {
+			log.Error("--net", "err", err)
+			os.Exit(2)
+		}
+	}
 	workPids := 0
 	if *jailInit {
 		var err error
@@ -74,6 +84,7 @@ func main() {
 			}
 			*listen, *modules, *rootDev, *hostname = bc.Listen, strings.Join(bc.Modules, ","), bc.Root, bc.Hostname
 			workPids = bc.WorkPidsMax
+			netCfg = bc.Net
 			if bc.RootFSType != "" {
 				*rootFS = bc.RootFSType
 			}
@@ -119,6 +130,11 @@ func main() {
 		}
 		if wc != nil {
 			cfg.Work = wc
+		}
+		if netCfg != nil {
+			if err := guestagent.ConfigureNetwork(*netCfg); err != nil {
+				log.Error("network setup failed; the box has no network", "err", err)
+			}
 		}
 		cfg.PowerOff = guestagent.PowerOff
 	}

@@ -15,7 +15,7 @@ func init() {
 		return jail.New(jail.Config{Home: home, Logger: log, Net: netHost})
 	}
 	engineMakers["qemu"] = func(home string, log *slog.Logger) sandbox.Engine {
-		return qemu.New(qemu.Config{Home: home, Logger: log})
+		return qemu.New(qemu.Config{Home: home, Logger: log, Net: netHost})
 	}
 	vmImage = func(cfg *image.BuildConfig) {
 		cfg.Kernel = qemu.KernelStep(cfg.Agent)

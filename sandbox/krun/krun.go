@@ -32,6 +32,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // Name is the engine's name.
@@ -59,7 +60,9 @@ type Config struct {
 	HelloTimeout time.Duration
 	// SkipHypervisorCheck skips the KVM/HVF check (the test double needs none).
 	SkipHypervisorCheck bool
-	Logger              *slog.Logger
+	// Net is the host side of boxes' networks (see package network).
+	Net    network.Host
+	Logger *slog.Logger
 }
 
 // Engine is the libkrun engine. It keeps no per-box memory. Safe for concurrent use.
@@ -117,8 +120,11 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 		a.Reason = "qemu-img not found (needed for the per-box qcow2 overlays: apt-get/dnf install qemu-img)"
 		return a
 	}
+	if !lib.CanNetwork() {
+		a.Details = append(a.Details, "libkrun has no krun_add_net_unixstream: boxes with network are refused")
+	}
 	if !lib.CanDisableNetwork() {
-		a.Details = append(a.Details, "libkrun < 1.17: boxes without network cannot be isolated from it and are refused")
+		a.Details = append(a.Details, "libkrun < 1.17: a box's network cannot be confined (krun_disable_implicit_vsock), so boxes are refused")
 	}
 	a.Usable = true
 	a.Reason = "libkrun loaded from " + e.cfg.Library
@@ -127,6 +133,8 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 
 type state struct {
 	Proc proc.ID `json:"proc"`
+	// Net is the box's network helper (boxes with network).
+	Net *proc.ID `json:"net,omitempty"`
 }
 
 func encode(st state) sandbox.Handle {
@@ -153,10 +161,13 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, errors.New(a.Reason),
 			"the krun engine is not usable on this host; `boxlite-mcp doctor` on the server says why and what to install")
 	}
-	if !spec.Network {
-		if lib, err := Open(e.cfg.Library); err == nil && !lib.CanDisableNetwork() {
-			return h, sandbox.Errorf(sandbox.ErrUnavailable, "libkrun is too old to run a box without network (needs 1.17: krun_disable_implicit_vsock); upgrade libkrun or create the box with network: true")
-		}
+	lib, err := Open(e.cfg.Library)
+	if err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "libkrun cannot be loaded")
+	}
+	if !lib.CanDisableNetwork() {
+		// Without it every box would get libkrun's TSI network, unfiltered.
+		return h, sandbox.Errorf(sandbox.ErrUnavailable, "libkrun is too old to confine a box's network (needs 1.17: krun_disable_implicit_vsock); upgrade libkrun")
 	}
 	img, err := image.Locate(e.cfg.Home, spec.Image)
 	if err != nil {
@@ -185,6 +196,20 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		Console: filepath.Join(spec.BoxDir, "console.log"), Socket: spec.Socket, Port: agentPort, Network: spec.Network,
 		Exec: image.AgentPath, Args: []string{"--listen", fmt.Sprintf("vsock:%d", agentPort), "--init"},
 		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: exitPath, BoxDir: spec.BoxDir,
+	}
+	var netID *proc.ID
+	if spec.Network {
+		id, link, args, err := e.startNetwork(ctx, spec, lib)
+		if err != nil {
+			return h, err
+		}
+		netID = &id
+		defer func() {
+			if err != nil {
+				network.Stop(netID)
+			}
+		}()
+		cfg.NetSocket, cfg.NetMAC, cfg.Args = link, network.GuestMAC, append(cfg.Args, args...)
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	logf, err := os.OpenFile(filepath.Join(spec.BoxDir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -220,7 +245,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the krun shim vanished as it started")
 	}
-	h = encode(state{Proc: id})
+	h = encode(state{Proc: id, Net: netID})
 	if err = sandbox.WriteEngineState(spec.BoxDir, h); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot record the box's state on the server's disk")
 	}
@@ -308,6 +333,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
 		return err
 	}
+	network.Stop(st.Net)
 	os.Remove(spec.Socket)
 	return sandbox.ErrNotRunning
 }
@@ -335,6 +361,7 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
+	network.Stop(st.Net)
 	os.Remove(spec.Socket)
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // The tests here run the krun engine against a TEST DOUBLE of libkrun
@@ -26,6 +27,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == krun.ShimArg {
 		krun.ShimMain()
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == network.HelperArg {
+		os.Exit(network.HelperMain())
 	}
 	os.Exit(m.Run())
 }

@@ -39,6 +39,10 @@ type shimConfig struct {
 	// BoxDir is where the shim records its own identity (engine.json)
 	// before anything else, as the server does right after spawning it.
 	BoxDir string `json:"box_dir"`
+	// NetSocket, when set, is the box's network link (its network
+	// helper's socket) for a virtio-net NIC with MAC NetMAC.
+	NetSocket string `json:"net_socket,omitempty"`
+	NetMAC    string `json:"net_mac,omitempty"`
 }
 
 // exitRecord is what a shim leaves when it fails before the VM boots.
@@ -101,11 +105,13 @@ func shim(cfg shimConfig) error {
 		func() error { return lib.AddDisk2(ctx, "root", cfg.Disk, DiskQcow2, false) },
 		func() error { return lib.SetRootDiskRemount(ctx, cfg.RootDevice, "ext4", "") },
 	}
-	if !cfg.Network {
-		// No TSI: the guest gets an IPC-only vsock and no network at all.
-		steps = append(steps,
-			func() error { return lib.DisableImplicitVsock(ctx) },
-			func() error { return lib.AddVsock(ctx, 0) })
+	// Never TSI: the guest gets an IPC-only vsock, and its only network
+	// is the virtio-net link to the box's network helper, when it has one.
+	steps = append(steps,
+		func() error { return lib.DisableImplicitVsock(ctx) },
+		func() error { return lib.AddVsock(ctx, 0) })
+	if cfg.NetSocket != "" {
+		steps = append(steps, func() error { return lib.AddNetUnixstream(ctx, cfg.NetSocket, cfg.NetMAC) })
 	}
 	steps = append(steps,
 		func() error { return lib.AddVsockPort2(ctx, cfg.Port, cfg.Socket, true) },

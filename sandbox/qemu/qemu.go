@@ -33,6 +33,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // Name is the engine's name.
@@ -66,7 +67,9 @@ type Config struct {
 	// (Pdeathsig). Tests only: boxes are meant to outlive their server, and
 	// the signal is tied to the starting thread, not the whole process.
 	DieWithParent bool
-	Logger        *slog.Logger
+	// Net is the host side of boxes' networks (see package network).
+	Net    network.Host
+	Logger *slog.Logger
 }
 
 // Engine is the QEMU engine. It keeps no per-box memory. Safe for concurrent use.
@@ -153,6 +156,8 @@ type state struct {
 	Channel string  `json:"channel"` // "serial" or "vsock"
 	CID     uint32  `json:"cid,omitempty"`
 	QMP     string  `json:"qmp"`
+	// Net is the box's network helper (boxes with network).
+	Net *proc.ID `json:"net,omitempty"`
 }
 
 func decodeState(h sandbox.Handle) (state, error) {
@@ -252,6 +257,18 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 			return h, err
 		}
 		st.Channel, st.CID, listen = "vsock", cid, fmt.Sprintf("vsock:%d", vsockPort)
+	}
+	if spec.Network {
+		nid, nerr := e.startNetwork(ctx, spec)
+		if nerr != nil {
+			return h, nerr
+		}
+		st.Net = &nid
+		defer func() {
+			if err != nil {
+				network.Stop(&nid)
+			}
+		}()
 	}
 	initrd, err := e.writeInitrd(spec, img, listen)
 	if err != nil {
@@ -392,9 +409,7 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 			"-chardev", "socket,id=agent,path="+spec.Socket+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name="+serialPort)
 	}
-	if spec.Network {
-		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-device,netdev=net0")
-	}
+	args = append(args, netArgs(spec)...)
 	return args
 }
 
@@ -414,7 +429,7 @@ func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string)
 		hostname = "box-" + spec.ID[len(spec.ID)-8:]
 	}
 	cfg, _ := json.Marshal(guestagent.BootConfig{Listen: listen, Modules: img.Manifest.Kernel.Modules, Root: "/dev/vda",
-		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 512})
+		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 512, Net: bootNet(spec)})
 	var buf bytes.Buffer
 	buf.Write(base)
 	w := &cpioWriter{w: &buf, total: int64(len(base))}
@@ -587,6 +602,7 @@ func qmpQuit(path string, timeout time.Duration) error {
 }
 
 func cleanup(spec sandbox.Spec, st state) {
+	network.Stop(st.Net)
 	os.Remove(spec.Socket)
 	if st.QMP != "" {
 		os.Remove(st.QMP)

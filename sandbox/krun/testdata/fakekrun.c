@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define MAXCTX 16
@@ -98,6 +100,31 @@ int32_t krun_add_vsock(uint32_t id, uint32_t tsi) {
 	return 0;
 }
 #endif
+
+/*
+ * The box's network: like libkrun, connect to the stream socket at path (the
+ * network helper's link socket) and keep the connection; the descriptor
+ * survives the exec of the agent below, so the link lives as long as this
+ * "VM". Never with TSI: the implicit vsock must have been replaced first.
+ */
+int32_t krun_add_net_unixstream(uint32_t id, const char *path, int fd, uint8_t *const mac, uint32_t features, uint32_t flags) {
+	struct ctx *c = get(id);
+	if (!c || !mac || (!path && fd < 0)) return -EINVAL;
+	int s = fd;
+	if (path) {
+		struct sockaddr_un a = {.sun_family = AF_UNIX};
+		snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+		s = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+			logf_("krun_add_net_unixstream %u %s connect failed errno=%d", id, path, errno);
+			return -ECONNREFUSED;
+		}
+	}
+	logf_("krun_add_net_unixstream %u %s mac=%02x:%02x:%02x:%02x:%02x:%02x features=%u flags=%u tsi_off=%d connected=1", id,
+	      path ? path : "(fd)", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], features, flags,
+	      c->implicit_vsock_disabled && c->vsock_added);
+	return 0;
+}
 
 int32_t krun_add_vsock_port2(uint32_t id, uint32_t port, const char *path, bool listen) {
 	struct ctx *c = get(id);

@@ -1,0 +1,52 @@
+package krun
+
+/*
+#include <stdint.h>
+#include <stdlib.h>
+
+static int32_t k_net_unixstream(void *f, uint32_t c, const char *path, int fd, uint8_t *mac, uint32_t features, uint32_t flags) {
+	return ((int32_t (*)(uint32_t, const char *, int, uint8_t *const, uint32_t, uint32_t))f)(c, path, fd, mac, features, flags);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"net"
+	"unsafe"
+)
+
+// netUnixstream is libkrun's unix-stream network API (passt and gvproxy's
+// QEMU framing: a 4-byte big-endian length before each frame).
+const netUnixstream = "krun_add_net_unixstream"
+
+// compatNetFeatures is KRUN_COMPAT_NET_FEATURES of libkrun.h: checksum
+// offload and TSO/UFO both ways.
+const compatNetFeatures = 1<<0 | 1<<1 | 1<<7 | 1<<10 | 1<<11 | 1<<14
+
+// CanNetwork reports whether the library can give a VM a virtio-net link
+// to the box's network helper (krun_add_net_unixstream).
+func (l *Lib) CanNetwork() bool {
+	if l.syms[netUnixstream] == nil {
+		l.lookup(netUnixstream)
+	}
+	return l.syms[netUnixstream] != nil
+}
+
+// AddNetUnixstream adds a virtio-net NIC (eth0) with MAC mac whose frames
+// go over the unix stream socket at path, which libkrun connects to.
+func (l *Lib) AddNetUnixstream(ctx uint32, path, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil || len(hw) != 6 {
+		return fmt.Errorf("%s: bad MAC %q", netUnixstream, mac)
+	}
+	l.CanNetwork()
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	cmac := (*C.uint8_t)(C.malloc(6))
+	defer C.free(unsafe.Pointer(cmac))
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(cmac)), 6), hw)
+	return l.call(netUnixstream, func(p unsafe.Pointer) C.int32_t {
+		return C.k_net_unixstream(p, C.uint32_t(ctx), cpath, -1, cmac, compatNetFeatures, 0)
+	})
+}
