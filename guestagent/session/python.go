@@ -305,8 +305,11 @@ const maxTraceback = 64 << 10
 // execute runs code and passes what it produces to out until the kernel
 // has replied and gone idle, or died.
 func (k *pyKernel) execute(code string, silent bool, out *output) (o outcome) {
+	// stop_on_error would make ipykernel abort the requests that arrive
+	// just after an exception (the next call, here: calls are serialised,
+	// so there is never a queue worth aborting).
 	frames, id, err := k.sig.encode("execute_request", executeRequest{Code: code, Silent: silent, StoreHistory: !silent,
-		UserExpressions: map[string]any{}, AllowStdin: false, StopOnError: true})
+		UserExpressions: map[string]any{}, AllowStdin: false, StopOnError: false})
 	if err != nil {
 		o.err = &wire.SessionError{Name: "AgentError", Message: err.Error()}
 		return o

@@ -309,3 +309,16 @@ func TestJavaScriptSession(t *testing.T) {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
+
+// TestErrorDoesNotAbortNext: the call after an exception runs (ipykernel
+// aborts requests that arrive just after an error when stop_on_error is set).
+func TestErrorDoesNotAbortNext(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	for i := 0; i < 30; i++ {
+		run(t, m, call{code: "1/0"})
+		if res, s := run(t, m, call{code: "6 * 7"}); res.Error != nil || s.result() != "42" {
+			t.Fatalf("round %d: the call after an error: %+v %+v", i, res, res.Error)
+		}
+	}
+}
