@@ -1,0 +1,9 @@
+//go:build !linux
+
+package image
+
+// Images are built on Linux only (debootstrap); elsewhere these do nothing.
+
+func detachMounts(dir string) {}
+
+func syncFS(dir string) {}
