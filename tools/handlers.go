@@ -47,7 +47,7 @@ func (s *Server) createBox(ctx context.Context, req mcp.CallToolRequest, in Crea
 		var err error
 		b, err = s.m.Create(ctx, Owner(ctx), sandbox.CreateRequest{
 			Name: in.Name, Image: in.Image, Engine: in.Engine, CPUs: in.CPUs, MemoryMiB: in.MemoryMiB,
-			Network: in.Network, Env: in.Env, TTL: time.Duration(in.TTLSeconds) * time.Second,
+			Network: in.Network, NetworkAllow: in.NetworkAllow, Env: in.Env, TTL: time.Duration(in.TTLSeconds) * time.Second,
 			IdleTimeout: time.Duration(in.IdleTimeoutSeconds) * time.Second, Progress: pull,
 		})
 		return err
@@ -247,13 +247,14 @@ func (s *Server) listBoxes(ctx context.Context, req mcp.CallToolRequest, in List
 	out := ListBoxesOut{Boxes: []BoxSummary{}}
 	var b strings.Builder
 	for _, x := range boxes {
+		net := s.networkOut(ctx, x)
 		out.Boxes = append(out.Boxes, BoxSummary{ID: x.ID, Name: x.Name, Status: string(x.Status), Engine: x.Engine, Image: x.Image,
-			CreatedAt: rfc3339(x.CreatedAt), LastUsedAt: rfc3339(x.LastUsedAt)})
+			CreatedAt: rfc3339(x.CreatedAt), LastUsedAt: rfc3339(x.LastUsedAt), Network: net})
 		name := x.Name
 		if name == "" {
 			name = "-"
 		}
-		fmt.Fprintf(&b, "%s  %-20s %-10s %-5s %s", x.ID, name, x.Status, x.Engine, x.Image)
+		fmt.Fprintf(&b, "%s  %-20s %-10s %-5s %s  %s", x.ID, name, x.Status, x.Engine, x.Image, renderNetwork(net))
 		if x.StatusReason != "" {
 			fmt.Fprintf(&b, "  (%s)", clipLine(x.StatusReason))
 		}

@@ -14,6 +14,7 @@ type CreateBoxIn struct {
 	Env                map[string]string `json:"env,omitempty" jsonschema:"Environment variables for every command run in the box"`
 	TTLSeconds         int               `json:"ttl_seconds,omitempty" jsonschema:"Destroy the box this many seconds after creation (0: never)"`
 	IdleTimeoutSeconds int               `json:"idle_timeout_seconds,omitempty" jsonschema:"Stop the box after this many seconds without use; it restarts on the next call (0: server default)"`
+	NetworkAllow       []string          `json:"network_allow,omitempty" jsonschema:"Only these destinations (implies network): host names, *.suffix wildcards, IPs or CIDRs, each optionally with :port. Names resolve through the box's own DNS, which answers only listed names. Loopback, link-local (cloud metadata), private, CGNAT and the host's own addresses are refused unless an IP or CIDR entry names them"`
 }
 
 // BoxOut describes a box in create_box's result.
@@ -100,6 +101,8 @@ type RunOut struct {
 	StdoutDropped int64 `json:"stdout_dropped" jsonschema:"Bytes of standard output not returned in stdout (over the output limits)"`
 	StderrBytes   int64 `json:"stderr_bytes" jsonschema:"Bytes the program wrote to standard error, including any dropped"`
 	StderrDropped int64 `json:"stderr_dropped" jsonschema:"Bytes of standard error not returned in stderr (over the output limits)"`
+	// Refusals of the box's network policy during the call.
+	NetworkDenied []NetworkDenial `json:"network_denied,omitempty" jsonschema:"Connections and name lookups the box's network policy refused during this call (deduplicated, at most 20); absent when none"`
 }
 
 // WriteFileIn is write_file's input.
@@ -147,6 +150,8 @@ type BoxSummary struct {
 	Image      string `json:"image" jsonschema:"Guest image"`
 	CreatedAt  string `json:"created_at" jsonschema:"Creation time, RFC 3339"`
 	LastUsedAt string `json:"last_used_at" jsonschema:"Last use, RFC 3339"`
+	// The box's network policy and traffic.
+	Network NetworkOut `json:"network" jsonschema:"The box's network policy and bytes sent and received"`
 }
 
 // ListBoxesOut is list_boxes' result.
