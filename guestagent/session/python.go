@@ -64,6 +64,20 @@ const (
 	portHB
 )
 
+// pyLauncher is ipykernel_launcher without the debugger: importing debugpy
+// is a quarter of the kernel's start (seconds under emulation) and a
+// session has no debugger client. The code may still import debugpy.
+const pyLauncher = `import sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+sys.modules["debugpy"] = None
+try:
+    from ipykernel import kernelapp
+finally:
+    del sys.modules["debugpy"]
+kernelapp.launch_new_instance()
+`
+
 var errNoIPyKernel = errors.New("python3-ipykernel is not installed in this box's image: rebuild the image (boxlite-mcp image build) or run with fresh: true")
 
 func startPython(ctx context.Context, m *Manager, k key, env []string, cwd string) (interp, error) {
@@ -93,7 +107,7 @@ func startPython(ctx context.Context, m *Manager, k key, env []string, cwd strin
 		// debugpy's start-up warning about frozen modules.
 		"PYDEVD_DISABLE_FILE_VALIDATION=1",
 	}, env)
-	argv := []string{m.cfg.Python, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", connFile,
+	argv := []string{m.cfg.Python, "-Xfrozen_modules=off", "-c", pyLauncher, "-f", connFile,
 		"--HistoryManager.hist_file=:memory:"}
 	p, err := m.startProcess(argv, env, cwd, nil)
 	if err != nil {
@@ -107,7 +121,7 @@ func startPython(ctx context.Context, m *Manager, k key, env []string, cwd strin
 	}()
 	if err := kp.connect(ctx); err != nil {
 		p.kill("failed start")
-		if strings.Contains(p.d.tail, "No module named ipykernel") {
+		if strings.Contains(p.d.tail, "No module named") && strings.Contains(p.d.tail, "ipykernel") {
 			return nil, wire.Errorf(wire.CodeNotFound, "%v", errNoIPyKernel)
 		}
 		if p.d.tail != "" {

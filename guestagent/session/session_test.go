@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +157,21 @@ func TestPythonSession(t *testing.T) {
 	img, err := png.Decode(bytes.NewReader(pngs[0]))
 	if err != nil || img.Bounds().Dx() != 200 || img.Bounds().Dy() != 150 {
 		t.Fatalf("png: %v %v", err, img.Bounds())
+	}
+}
+
+// TestPythonImportsFromCwd: as in Jupyter, modules in the working
+// directory import, and the debugger the launcher leaves out still does.
+func TestPythonImportsFromCwd(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	cwd := m.cfg.Cwd
+	if err := os.WriteFile(filepath.Join(cwd, "boxlite_mod.py"), []byte("X = 7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code := "import boxlite_mod, importlib.util\n(boxlite_mod.X, importlib.util.find_spec('debugpy') is not None)"
+	if res, s := run(t, m, call{code: code}); s.result() != "(7, True)" {
+		t.Fatalf("%+v %+v %q", res, res.Error, s.result())
 	}
 }
 
