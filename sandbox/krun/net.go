@@ -20,9 +20,10 @@ import (
 // QEMU framing: a 4-byte big-endian length before each frame).
 const netUnixstream = "krun_add_net_unixstream"
 
-// compatNetFeatures is KRUN_COMPAT_NET_FEATURES of libkrun.h: checksum
-// offload and TSO/UFO both ways.
-const compatNetFeatures = 1<<0 | 1<<1 | 1<<7 | 1<<10 | 1<<11 | 1<<14
+// netFeatures are the virtio-net offloads offered to the guest: none. The
+// helper takes plain Ethernet frames of at most the MTU (it drops larger
+// ones), so the guest segments and checksums itself (no TSO/UFO/CSUM).
+const netFeatures = 0
 
 // CanNetwork reports whether the library can give a VM a virtio-net link
 // to the box's network helper (krun_add_net_unixstream).
@@ -47,6 +48,6 @@ func (l *Lib) AddNetUnixstream(ctx uint32, path, mac string) error {
 	defer C.free(unsafe.Pointer(cmac))
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(cmac)), 6), hw)
 	return l.call(netUnixstream, func(p unsafe.Pointer) C.int32_t {
-		return C.k_net_unixstream(p, C.uint32_t(ctx), cpath, -1, cmac, compatNetFeatures, 0)
+		return C.k_net_unixstream(p, C.uint32_t(ctx), cpath, -1, cmac, netFeatures, 0)
 	})
 }

@@ -124,6 +124,12 @@ func NewStack(cfg StackConfig) (*Stack, error) {
 			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}), arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
+	// Bounded buffers: a box holding its connection limit with peers that
+	// do not read costs at most MaxTCP times these.
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	s.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	if terr := s.CreateNIC(1, ep); terr != nil {
 		return nil, fmt.Errorf("network: NIC: %s", terr)
 	}

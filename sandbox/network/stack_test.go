@@ -403,3 +403,34 @@ func TestStackConnectionFloodBounded(t *testing.T) {
 		t.Errorf("flood refusal recorded as %+v", d)
 	}
 }
+
+// TestStackBulkTransfer moves a few MiB both ways through one proxied
+// connection (frames at the MTU, bounded buffers).
+func TestStackBulkTransfer(t *testing.T) {
+	tn := newTestNet(t, Policy{Enabled: true}, nil)
+	tn.net.serve(t, "192.0.2.10:80", "echo")
+	c, err := tn.g.dial("192.0.2.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	hello := make([]byte, 5)
+	if _, err := io.ReadFull(c, hello); err != nil || string(hello) != "echo\n" {
+		t.Fatalf("greeting %q, %v", hello, err)
+	}
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	go c.Write(data)
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		if got[i] != data[i] {
+			t.Fatalf("byte %d differs", i)
+		}
+	}
+}
