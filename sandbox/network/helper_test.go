@@ -138,7 +138,7 @@ func TestHelperStreamLink(t *testing.T) {
 	if m, err := g.lookup(t, "denied.test"); err != nil || m.Rcode != dns.RcodeNameError {
 		t.Fatalf("lookup of a refused name: %v %v", m, err)
 	}
-	// Nothing of the host's loopback: refused with a reset.
+	// An address the allow list does not name: refused with a reset.
 	if _, err := g.hello("198.51.100.200:80"); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("unlisted address: %v", err)
 	}
