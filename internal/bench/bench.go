@@ -8,14 +8,18 @@
 // sub-benchmark whose ns/op is the median of its rounds, with the minimum,
 // the maximum and the number of rounds; a subject also gets the median,
 // minimum and maximum of its per-round ratios to the baseline (paired: both
-// ran in the same round). Run with -benchtime=1x: the rounds are the
+// ran in the same round), and every row the host's load average when it
+// was measured. Run with -benchtime=1x: the rounds are the
 // harness's, not the testing package's. internal/cmd/benchratio turns the
 // output into the table of BENCHMARKS.md.
 package bench
 
 import (
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +63,7 @@ func Compare(b *testing.B, rounds int, cases ...Case) {
 	b.Helper()
 	samples := measure(b, rounds, cases)
 	sums := summaries(samples)
+	load, haveLoad := loadAverage()
 	for i, c := range cases {
 		s := sums[i]
 		b.Run(c.Name, func(b *testing.B) {
@@ -69,6 +74,9 @@ func Compare(b *testing.B, rounds int, cases ...Case) {
 			if c.Bytes > 0 && s.median > 0 {
 				b.ReportMetric(float64(c.Bytes)/(s.median/1e9)/1e6, "MB/s")
 			}
+			if haveLoad {
+				b.ReportMetric(load, "load-1m")
+			}
 			if i > 0 {
 				b.ReportMetric(s.ratioMedian, "ratio-p50")
 				b.ReportMetric(s.ratioMin, "ratio-min")
@@ -76,6 +84,21 @@ func Compare(b *testing.B, rounds int, cases ...Case) {
 			}
 		})
 	}
+}
+
+// loadAverage is the host's 1-minute load average (Linux), reported with
+// each figure: on a shared machine it says how noisy the figure is.
+func loadAverage() (float64, bool) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v, err == nil
 }
 
 // measure runs the warm-up round and the timed rounds; samples[c][r] is case

@@ -1,7 +1,8 @@
 // Command benchratio reads `go test -bench` output on stdin and prints the
 // benchmark table of BENCHMARKS.md (Markdown): the machine it ran on, then
-// every benchmark with its median, min–max spread and rounds, and each
-// subject next to the baseline measured in the same run. A benchmark
+// every benchmark with its median, min–max spread, rounds and the load
+// average while it ran, and each subject next to the baseline measured in
+// the same run. A benchmark
 // X/.../baseline pairs with its siblings X/.../<other>; when the harness
 // (internal/bench.Compare) reported per-round ratios, the ratio column is
 // their median and spread, otherwise the ratio of the ns/op figures.
@@ -15,7 +16,6 @@ import (
 	"os"
 	"regexp"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -93,11 +93,11 @@ func parse(r io.Reader) report {
 // machine holds facts read where the table is printed (the same machine,
 // right after the run).
 type machine struct {
-	cores, kernel, memory, load, goVersion string
+	cores, kernel, memory, goVersion string
 }
 
 func readMachine() machine {
-	m := machine{cores: strconv.Itoa(runtime.NumCPU()), goVersion: runtime.Version(), kernel: "unknown", memory: "unknown", load: "unknown"}
+	m := machine{cores: strconv.Itoa(runtime.NumCPU()), goVersion: runtime.Version(), kernel: "unknown", memory: "unknown"}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.kernel = runtime.GOOS + " " + strings.TrimSpace(string(b))
 	}
@@ -107,11 +107,6 @@ func readMachine() machine {
 				kib, _ := strconv.ParseFloat(f[1], 64)
 				m.memory = fmt.Sprintf("%.1f GiB", kib/(1<<20))
 			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) >= 3 {
-			m.load = strings.Join(f[:3], " / ")
 		}
 	}
 	return m
@@ -182,7 +177,7 @@ func render(w io.Writer, rep report, m machine, command, commit string, now time
 		k, v, _ := strings.Cut(e, ": ")
 		fmt.Fprintf(w, "| %s | %s |\n", k, v)
 	}
-	fmt.Fprintf(w, "| load average at the end (1/5/15 min) | %s |\n\n", m.load)
+	fmt.Fprintln(w)
 
 	base := map[string]result{}
 	for _, r := range rep.results {
@@ -190,10 +185,10 @@ func render(w io.Writer, rep report, m machine, command, commit string, now time
 			base[dir] = r
 		}
 	}
-	results := append([]result{}, rep.results...)
-	sort.SliceStable(results, func(i, j int) bool { return results[i].name < results[j].name })
-	fmt.Fprintln(w, "| benchmark | rounds | median | min – max | vs baseline: median (min – max) | other |")
-	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | --- |")
+	// In the order they ran: by package, each baseline before its subjects.
+	results := rep.results
+	fmt.Fprintln(w, "| benchmark | rounds | median | min – max | vs baseline: median (min – max) | load | other |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | --- |")
 	for _, r := range results {
 		rounds, spread, median := "", "", ""
 		if n, ok := r.metrics["rounds"]; ok {
@@ -207,7 +202,11 @@ func render(w io.Writer, rep report, m machine, command, commit string, now time
 		if okLo && okHi {
 			spread = duration(lo) + " – " + duration(hi)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.name, rounds, median, spread, ratio(r, base), others(r))
+		load := ""
+		if l, ok := r.metrics["load-1m"]; ok {
+			load = strconv.FormatFloat(l, 'f', 1, 64)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.name, rounds, median, spread, ratio(r, base), load, others(r))
 	}
 }
 
@@ -231,7 +230,7 @@ func others(r result) string {
 	var out []string
 	for _, unit := range r.order {
 		switch unit {
-		case "rounds", "min-ns/op", "max-ns/op", "ratio-p50", "ratio-min", "ratio-max", "B/op", "allocs/op":
+		case "rounds", "min-ns/op", "max-ns/op", "ratio-p50", "ratio-min", "ratio-max", "load-1m", "B/op", "allocs/op":
 			continue
 		}
 		out = append(out, strconv.FormatFloat(r.metrics[unit], 'g', 4, 64)+" "+unit)

@@ -13,12 +13,13 @@ goarch: amd64
 pkg: github.com/boxlite-ai/boxlite-mcp/sandbox/qemu
 cpu: Test CPU @ 1.00GHz
 BenchmarkVMStart/baseline-2         	       1	2310000000 ns/op	2600000000 max-ns/op	2200000000 min-ns/op	         5.000 rounds
-BenchmarkVMStart/engine-2           	       1	2450000000 ns/op	2700000000 max-ns/op	2300000000 min-ns/op	         1.120 ratio-max	         0.9800 ratio-min	         1.060 ratio-p50	         5.000 rounds
+BenchmarkVMStart/engine-2           	       1	2450000000 ns/op	         3.250 load-1m	2700000000 max-ns/op	2300000000 min-ns/op	         1.120 ratio-max	         0.9800 ratio-min	         1.060 ratio-p50	         5.000 rounds
 boxlite-bench-env: engine qemu: QEMU microvm on TCG (no usable KVM)
 BenchmarkVMPython/memory-2          	       1	        300.0 qemu-rss-MiB
 BenchmarkOld/baseline-2             	  100000	     10000 ns/op	     512 B/op
 BenchmarkOld/store-2                	   50000	     25000 ns/op	     900 B/op
 BenchmarkStream/baseline-2          	       1	  50000000 ns/op	 2097 MB/s	  60000000 max-ns/op	  40000000 min-ns/op	         9.000 rounds
+BenchmarkStream/agent-2             	       1	 100000000 ns/op	 1049 MB/s	 120000000 max-ns/op	  80000000 min-ns/op	         2.100 ratio-max	         1.900 ratio-min	         2.000 ratio-p50	         9.000 rounds
 PASS
 `
 
@@ -30,7 +31,7 @@ func TestParse(t *testing.T) {
 	if len(rep.env) != 1 || rep.env[0] != "engine qemu: QEMU microvm on TCG (no usable KVM)" {
 		t.Fatalf("env lines %q (want one, deduplicated)", rep.env)
 	}
-	if len(rep.results) != 6 {
+	if len(rep.results) != 7 {
 		t.Fatalf("%d results", len(rep.results))
 	}
 	e := rep.results[1]
@@ -41,7 +42,7 @@ func TestParse(t *testing.T) {
 
 func TestRender(t *testing.T) {
 	var b bytes.Buffer
-	render(&b, parse(strings.NewReader(sample)), machine{cores: "2", kernel: "linux 6.18", memory: "24.0 GiB", load: "1 / 1 / 1", goVersion: "go1.26"},
+	render(&b, parse(strings.NewReader(sample)), machine{cores: "2", kernel: "linux 6.18", memory: "24.0 GiB", goVersion: "go1.26"},
 		"make bench", "abc123", time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
 	out := b.String()
 	for _, want := range []string{
@@ -49,18 +50,21 @@ func TestRender(t *testing.T) {
 		"| CPU | Test CPU @ 1.00GHz, 2 cores (GOMAXPROCS 2) |",
 		"| kernel | linux 6.18 |",
 		"| engine qemu | QEMU microvm on TCG (no usable KVM) |",
-		"| load average at the end (1/5/15 min) | 1 / 1 / 1 |",
 		// The harness's figures: median, spread, rounds, paired ratios.
-		"| VMStart/baseline | 5 | 2.31 s | 2.2 s – 2.6 s | baseline |  |",
-		"| VMStart/engine | 5 | 2.45 s | 2.3 s – 2.7 s | 1.06× (0.98 – 1.12) |  |",
+		"| VMStart/baseline | 5 | 2.31 s | 2.2 s – 2.6 s | baseline |  |  |",
+		"| VMStart/engine | 5 | 2.45 s | 2.3 s – 2.7 s | 1.06× (0.98 – 1.12) | 3.2 |  |",
 		// Figures without a timing, and old-style lines (ratio of ns/op).
-		"| VMPython/memory |  |  |  |  | 300 qemu-rss-MiB |",
-		"| Old/store |  | 25 µs |  | 2.50× |  |",
-		"| Stream/baseline | 9 | 50 ms | 40 ms – 60 ms | baseline | 2097 MB/s |",
+		"| VMPython/memory |  |  |  |  |  | 300 qemu-rss-MiB |",
+		"| Old/store |  | 25 µs |  | 2.50× |  |  |",
+		"| Stream/baseline | 9 | 50 ms | 40 ms – 60 ms | baseline |  | 2097 MB/s |",
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
+	}
+	// Rows keep the order they ran in: each baseline before its subjects.
+	if i, j := strings.Index(out, "| Stream/baseline"), strings.Index(out, "| Stream/agent"); i < 0 || j < i {
+		t.Errorf("Stream/baseline not before Stream/agent:\n%s", out)
 	}
 }
 
