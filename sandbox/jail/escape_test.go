@@ -99,7 +99,21 @@ func TestJailStartFollowsNoBoxSymlink(t *testing.T) {
 	// With the box stopped, replace its mount points by symlinks out of
 	// the box, exactly as a box could have left them (rm -rf /tmp and ln -s
 	// as root in the box reach the same upper layer).
-	upper := filepath.Join(b.Spec.BoxDir, "upper")
+	upper := filepath.Join(b.Spec.BoxDir, "upper") // boxes without a disk of their own
+	unmountDisk := func() {}
+	if disk := filepath.Join(b.Spec.BoxDir, "disk.ext4"); fileExists(disk) {
+		// The box's files live on its own disk: open it as the next start will.
+		mnt := t.TempDir()
+		if out, err := exec.Command("mount", "-o", "loop", disk, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mounting the box's disk: %v %s", err, out)
+		}
+		unmountDisk = func() {
+			if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+				t.Fatalf("unmounting the box's disk: %v %s", err, out)
+			}
+		}
+		upper = filepath.Join(mnt, "upper")
+	}
 	base := uint32(sandbox.IDRangeFirst + b.Spec.IDRange*sandbox.IDRangeSize)
 	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
 		p := filepath.Join(upper, d)
@@ -109,6 +123,7 @@ func TestJailStartFollowsNoBoxSymlink(t *testing.T) {
 		}
 		os.Lchown(p, int(base), int(base))
 	}
+	unmountDisk()
 	o := shIn(t, m, b.ID, `cat /etc/hostname; test -c /dev/null && echo devnull; test -f /proc/self/status && echo proc; `+
 		`test -L /etc/hostname && echo LINK; echo x > /tmp/f && echo tmp; grep -c '' /proc/self/mountinfo >/dev/null && echo mi`)
 	if o.res.ExitCode != 0 {
@@ -300,3 +315,5 @@ func TestJailDiskQuota(t *testing.T) {
 		t.Fatalf("after a restart: %q %q", o.stdout, o.stderr)
 	}
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
