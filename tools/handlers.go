@@ -114,9 +114,7 @@ func (s *Server) withProgress(ctx context.Context, req mcp.CallToolRequest, what
 	close(done)
 	<-finished
 	if sent {
-		// mcp-go v1.2.1 can write the last notification after the response,
-		// where clients drop it; a short pause keeps them in order.
-		time.Sleep(5 * time.Millisecond)
+		notificationsSettle()
 	}
 	return err
 }

@@ -92,7 +92,7 @@ func (s *Server) withCreateProgress(ctx context.Context, req mcp.CallToolRequest
 	close(done)
 	<-finished
 	if sent {
-		time.Sleep(5 * time.Millisecond) // see withProgress
+		notificationsSettle()
 	}
 	return err
 }

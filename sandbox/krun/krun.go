@@ -187,10 +187,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	os.Remove(spec.Socket)
 	exitPath := filepath.Join(spec.BoxDir, "exit.json")
 	os.Remove(exitPath)
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "BOXLITE_BOX_ID=" + spec.ID}
-	for k, v := range spec.Env {
-		env = append(env, k+"="+v)
-	}
+	env := spec.GuestEnv()
 	cfg := shimConfig{
 		Library: e.cfg.Library, CPUs: uint8(max(spec.CPUs, 1)), MemoryMiB: uint32(spec.MemoryMiB), Disk: disk, RootDevice: "/dev/vda",
 		Console: filepath.Join(spec.BoxDir, "console.log"), Socket: spec.Socket, Port: agentPort, Network: spec.Network,

@@ -420,14 +420,8 @@ func (e *Engine) writeInitrd(spec sandbox.Spec, img *image.Image, listen string)
 	if err != nil {
 		return "", sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q has no initramfs; rebuild it", spec.Image)
 	}
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb", "BOXLITE_BOX_ID=" + spec.ID}
-	for k, v := range spec.Env {
-		env = append(env, k+"="+v)
-	}
-	hostname := spec.Name
-	if hostname == "" {
-		hostname = "box-" + spec.ID[len(spec.ID)-8:]
-	}
+	env := spec.GuestEnv()
+	hostname := spec.Hostname()
 	cfg, _ := json.Marshal(guestagent.BootConfig{Listen: listen, Modules: img.Manifest.Kernel.Modules, Root: "/dev/vda",
 		RootFSType: "ext4", Hostname: hostname, Env: env, WorkPidsMax: 512, Net: bootNet(spec)})
 	var buf bytes.Buffer
