@@ -34,7 +34,8 @@ async function startRegistry(extra = []) {
   registries.push(proc);
   let out = "";
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("registry did not start: " + out)), 120_000);
+    // Building the layer tars and gzips the default rootfs (over 1 GiB with the data stack): minutes on a busy machine.
+    const timer = setTimeout(() => reject(new Error("registry did not start: " + out)), 600_000);
     proc.stdout.on("data", (d) => {
       out += d;
       const m = out.match(/READY (\S+)/);
