@@ -189,23 +189,23 @@ describe("resilience", () => {
   // with werror=report), not as ENOSPC; this scenario is the jail's.
   test("home on a small filesystem that fills up: clear no-space errors, recovery after freeing", { skip: VM && "jail only" }, async () => {
     const home = fs.mkdtempSync(path.join(os.tmpdir(), "boxlite-full-"));
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=48m", "tmpfs", home]);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=400m", "tmpfs", home]);
     try {
       fs.symlinkSync(path.join(process.env.BOXLITE_TEST_HOME ?? "/var/tmp/boxlite-test-home", "images"), path.join(home, "images"));
       const server = await serve(home);
       const client = await connect("http", { url: server.url });
-      const { structuredContent: box } = await call(client, "create_box", { engine: ENGINE });
-      // Fill the box's disk (its overlay's upper layer lives on the small home).
+      // The box's disk (disk_mib, the jail's quota) fills before the home does.
+      const { structuredContent: box } = await call(client, "create_box", { engine: ENGINE, disk_mib: 256 });
       const big = Buffer.alloc(8 << 20, 7).toString("base64");
       let full = null;
-      for (let i = 0; i < 10 && !full; i++) {
+      for (let i = 0; i < 40 && !full; i++) {
         const r = await call(client, "write_file", { box: box.id, path: `/root/fill${i}.bin`, content: big, encoding: "base64" });
         if (r.isError) full = text(r);
       }
       assert.match(full ?? "", /no space/i);
       // Fill the home itself, then ask for a box.
       const filler = path.join(home, "filler");
-      spawnSync("dd", ["if=/dev/zero", `of=${filler}`, "bs=1M", "count=64"], { stdio: "ignore" });
+      spawnSync("dd", ["if=/dev/zero", `of=${filler}`, "bs=1M", "count=512"], { stdio: "ignore" });
       const r = await call(client, "create_box", { engine: ENGINE });
       assert.equal(r.isError, true);
       assert.match(text(r), /space|resource/i);

@@ -10,6 +10,7 @@ type CreateBoxIn struct {
 	Engine             string            `json:"engine,omitempty" jsonschema:"Isolation engine: auto picks the strongest this host can run (krun, then qemu, then jail)"`
 	CPUs               int               `json:"cpus,omitempty" jsonschema:"Virtual CPUs"`
 	MemoryMiB          int               `json:"memory_mib,omitempty" jsonschema:"Memory limit in MiB"`
+	DiskMiB            int               `json:"disk_mib,omitempty" jsonschema:"Disk size in MiB (default 4096, 256 to 65536): the box's files cannot grow past it"`
 	Network            bool              `json:"network,omitempty" jsonschema:"Give the box outbound network access (off by default)"`
 	Env                map[string]string `json:"env,omitempty" jsonschema:"Environment variables for every command run in the box"`
 	TTLSeconds         int               `json:"ttl_seconds,omitempty" jsonschema:"Destroy the box this many seconds after creation (0: never)"`

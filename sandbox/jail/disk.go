@@ -60,8 +60,8 @@ func mountDisk(spec sandbox.Spec, base uint32) (dir string, detach func(), err e
 		os.Remove(mp)
 		return "", nil, err
 	}
-	err = unix.Mount(dev.Name(), mp, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "errors=remount-ro")
-	dev.Close() // autoclear: the mount holds the device from here on
+	err = unix.Mount(dev.Name(), mp, "ext4", unix.MS_NOSUID|unix.MS_NODEV, "errors=remount-ro,discard") // discard: deleted files give their space back to the host
+	dev.Close()                                                                                         // autoclear: the mount holds the device from here on
 	if err != nil {
 		os.Remove(mp)
 		return "", nil, fmt.Errorf("mounting the box's disk: %w", err)

@@ -240,6 +240,9 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 			spec.DiskMiB = sandbox.DefaultDiskMiB
 		}
 		if layerDir, detachDisk, err = mountDisk(spec, base); err != nil {
+			if errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "No space left") {
+				return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "no space left on the server's disk for the box's disk; free space or ask for a smaller disk_mib")
+			}
 			return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot make or mount the box's disk")
 		}
 	}
