@@ -653,3 +653,34 @@ func TestAdmission(t *testing.T) {
 	}
 	run(t, m, "o", a.ID, "true") // fits again
 }
+
+// TestOrphanWithoutEngineStateIsKilled: a box directory with no row and no
+// engine.json (a server killed between spawning the box and recording it)
+// still has its process killed by reconcile, through every engine, before
+// the directory goes; the old code removed the directory and left the
+// process running.
+func TestOrphanWithoutEngineStateIsKilled(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m1, _ := e.manager()
+	b := mustCreate(t, m1, "o", sandbox.CreateRequest{})
+	m1.Close()
+	st, err := persist.Open(ctx, filepath.Join(e.home, "boxlite.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Delete(ctx, b.ID)
+	st.Close()
+	os.Remove(filepath.Join(b.Spec.BoxDir, "engine.json"))
+	m2, _ := e.manager()
+	rep := m2.Reconcile(ctx)
+	if fmt.Sprint(rep.Orphans) != fmt.Sprint([]string{b.ID}) || len(rep.Errors) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if e.world.Running() != 0 {
+		t.Fatal("the orphan's process still runs")
+	}
+	if _, err := os.Stat(b.Spec.BoxDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("orphan dir left: %v", err)
+	}
+}

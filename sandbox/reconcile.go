@@ -192,14 +192,33 @@ func (m *Manager) cleanOrphans(ctx context.Context, rep *ReconcileReport) {
 		dir := filepath.Join(m.boxesDir(), id)
 		spec := Spec{ID: id, BoxDir: dir, Socket: m.socketPath(id)}
 		var h Handle
+		// The engine that made it is named by engine.json; without one (a
+		// server killed before the manager wrote it) every engine looks,
+		// since the VM engines record their VMM in the box directory at
+		// spawn. While anything survives, the directory stays, so the next
+		// reconcile can still find it.
+		engs := []Engine{}
 		if b, err := os.ReadFile(filepath.Join(dir, engineStateFile)); err == nil && json.Unmarshal(b, &h) == nil {
 			if eng, ok := m.engines[h.Engine]; ok {
-				dctx, cancel := context.WithTimeout(ctx, time.Minute)
-				if err := eng.Destroy(dctx, spec, h); err != nil {
-					rep.Errors = append(rep.Errors, err)
-				}
-				cancel()
+				engs = append(engs, eng)
 			}
+		} else {
+			for _, n := range m.order {
+				engs = append(engs, m.engines[n])
+			}
+		}
+		var derr error
+		for _, eng := range engs {
+			dctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := eng.Destroy(dctx, spec, h); err != nil {
+				derr = err
+			}
+			cancel()
+		}
+		if derr != nil {
+			rep.Errors = append(rep.Errors, derr)
+			lk.unlock(false)
+			continue
 		}
 		os.RemoveAll(dir)
 		os.Remove(spec.Socket)
