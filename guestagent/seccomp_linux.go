@@ -393,7 +393,12 @@ var namespaceLimits = []string{"user", "mnt", "pid", "net", "ipc", "uts", "cgrou
 // run as root of the box's user namespace, in a binary without cgo (the
 // bounding set is per thread), before the agent runs anything. Any failure
 // is an error: the jail must not start half-confined.
-func loadSeccompFilter() error {
+func loadSeccompFilter() error { return confineProcess(keptCaps) }
+
+// confineProcess applies loadSeccompFilter's protections keeping only the
+// capabilities keep in the bounding set (none: every program run from here
+// on has no capability at all, whatever its uid).
+func confineProcess(keep []int) error {
 	prog, err := jailProfile(kernelAtLeast(4, 8)).program()
 	if err != nil {
 		return err
@@ -408,7 +413,7 @@ func loadSeccompFilter() error {
 			return fmt.Errorf("limiting %s namespaces: %w", name, err)
 		}
 	}
-	if err := dropBoundingCaps(); err != nil {
+	if err := dropBoundingCaps(keep); err != nil {
 		return err
 	}
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -417,11 +422,11 @@ func loadSeccompFilter() error {
 	return installFilter(raw)
 }
 
-// dropBoundingCaps removes every capability but keptCaps from the bounding
-// set of all the process's threads.
-func dropBoundingCaps() error {
+// dropBoundingCaps removes every capability but keep from the bounding set
+// of all the process's threads.
+func dropBoundingCaps(keep []int) error {
 	for c := 0; c <= 63; c++ {
-		if slices.Contains(keptCaps, c) {
+		if slices.Contains(keep, c) {
 			continue
 		}
 		_, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)

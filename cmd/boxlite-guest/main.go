@@ -36,6 +36,7 @@ func main() {
 		jailInit = flag.Bool("jail-init", false, "set up a jail handed over by the jail engine, then serve on fd 3")
 		netJSON  = flag.String("net", "", "network configuration (JSON) to apply after the init duties")
 		hold     = flag.Bool("hold", false, "wait until stdin ends, then exit (the jail engine holds a user namespace with it)")
+		confine  = flag.Bool("confine", false, "confine and execute a box's host-side helper (QEMU, krun shim, network helper) as the host's launcher asks on stdin")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
 	)
@@ -43,6 +44,11 @@ func main() {
 	if *version {
 		fmt.Println(guestagent.Version)
 		return
+	}
+	if *confine {
+		err := guestagent.ConfineExec() // returns only on failure
+		fmt.Fprintf(os.Stderr, "boxlite confine: %v\n", err)
+		os.Exit(125)
 	}
 	if *hold {
 		var b [1]byte

@@ -7,64 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/cgroups"
 )
-
-// cgroupRoot is where cgroup hierarchies are mounted (a variable for tests).
-var cgroupRoot = "/sys/fs/cgroup"
-
-// cgroupParent is the directory under each hierarchy that holds box cgroups.
-const cgroupParent = "boxlite"
-
-// cgroupInfo describes the host's cgroup setup.
-type cgroupInfo struct {
-	V2          bool
-	Controllers []string // usable controllers among memory, pids, cpu
-}
-
-// detectCgroups tells v1 from v2 and lists the controllers we can use.
-func detectCgroups() (cgroupInfo, error) {
-	if b, err := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
-		info := cgroupInfo{V2: true}
-		have := strings.Fields(string(b))
-		for _, c := range []string{"memory", "pids", "cpu"} {
-			for _, h := range have {
-				if h == c {
-					info.Controllers = append(info.Controllers, c)
-				}
-			}
-		}
-		return info, nil
-	}
-	var info cgroupInfo
-	for _, c := range []string{"memory", "pids", "cpu"} {
-		if _, err := os.Stat(filepath.Join(cgroupRoot, c, "cgroup.procs")); err == nil {
-			info.Controllers = append(info.Controllers, c)
-		}
-	}
-	if len(info.Controllers) == 0 {
-		return info, errors.New("no cgroup hierarchy found under " + cgroupRoot)
-	}
-	return info, nil
-}
-
-func (i cgroupInfo) has(c string) bool {
-	for _, x := range i.Controllers {
-		if x == c {
-			return true
-		}
-	}
-	return false
-}
-
-func (i cgroupInfo) String() string {
-	v := "v1"
-	if i.V2 {
-		v = "v2"
-	}
-	return fmt.Sprintf("cgroup %s (%s)", v, strings.Join(i.Controllers, ", "))
-}
 
 // limits are the resource limits of one box.
 type limits struct {
@@ -97,10 +42,10 @@ type boxCgroups struct {
 //	v1: <ctrl>/boxlite/<id> for memory, pids, cpu (the agent), and
 //	    pids/boxlite/<id>/work (user processes)
 //	v2: boxlite/<id> (limits), boxlite/<id>/agent, boxlite/<id>/work
-func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg boxCgroups, err error) {
+func createCgroups(info cgroups.Info, id string, l limits, uidBase uint32) (cg boxCgroups, err error) {
 	defer func() {
 		if err != nil {
-			removeCgroups(cg.Dirs)
+			cgroups.Remove(cg.Dirs)
 		}
 	}()
 	mk := func(dir string) error {
@@ -123,7 +68,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 	pidsMax, boxPids := strconv.Itoa(l.PidsMax), strconv.Itoa(l.PidsMax+agentPids)
 	mem, cpu := strconv.FormatInt(l.MemoryBytes, 10), l.CPUs*100000
 	if info.V2 {
-		parent := filepath.Join(cgroupRoot, cgroupParent)
+		parent := filepath.Join(cgroups.Root, cgroups.Parent)
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return cg, err
 		}
@@ -133,7 +78,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 		}
 		ctl := strings.Join(enable, " ")
 		// Controllers are enabled top-down for the box's cgroups to have them.
-		for _, d := range []string{cgroupRoot, parent} {
+		for _, d := range []string{cgroups.Root, parent} {
 			if err := set(d, "cgroup.subtree_control", ctl, false); err != nil {
 				return cg, err
 			}
@@ -146,7 +91,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 			{"memory", "memory.max", mem}, {"memory", "memory.swap.max", "0"}, {"pids", "pids.max", boxPids},
 			{"cpu", "cpu.max", fmt.Sprintf("%d 100000", cpu)},
 		} {
-			if info.has(x.ctrl) {
+			if info.Has(x.ctrl) {
 				if err := set(box, x.file, x.value, x.file == "memory.swap.max"); err != nil {
 					return cg, err
 				}
@@ -161,7 +106,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 				return cg, err
 			}
 		}
-		if info.has("pids") {
+		if info.Has("pids") {
 			if err := set(work, "pids.max", pidsMax, false); err != nil {
 				return cg, err
 			}
@@ -177,7 +122,7 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 		return cg, nil
 	}
 	for _, c := range info.Controllers {
-		dir := filepath.Join(cgroupRoot, c, cgroupParent, id)
+		dir := filepath.Join(cgroups.Root, c, cgroups.Parent, id)
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 			return cg, err
 		}
@@ -214,47 +159,4 @@ func createCgroups(info cgroupInfo, id string, l limits, uidBase uint32) (cg box
 		}
 	}
 	return cg, nil
-}
-
-// addToCgroups moves pid into every box cgroup.
-func addToCgroups(dirs []string, pid int) error {
-	for _, d := range dirs {
-		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-			return fmt.Errorf("joining %s: %w", d, err)
-		}
-	}
-	return nil
-}
-
-// removeCgroups kills anything left in the box's cgroups and removes them.
-// Missing directories are fine (idempotent).
-func removeCgroups(dirs []string) error {
-	var errs []error
-	for _, d := range dirs {
-		for attempt := 0; ; attempt++ {
-			killProcs(d)
-			err := syscall.Rmdir(d)
-			if err == nil || errors.Is(err, syscall.ENOENT) {
-				break
-			}
-			if attempt == 50 { // 50 × 20 ms: processes take a moment to exit
-				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func killProcs(dir string) {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-	if err != nil {
-		return
-	}
-	for _, f := range strings.Fields(string(b)) {
-		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
 }

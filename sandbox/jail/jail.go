@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
+	"github.com/boxlite-ai/boxlite-mcp/internal/cgroups"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
@@ -125,17 +126,17 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(b, []byte("overlay")) {
 		return fail("the kernel has no overlayfs (modprobe overlay)")
 	}
-	cg, err := detectCgroups()
+	cg, err := cgroups.Detect()
 	if err != nil {
 		return fail("%v", err)
 	}
 	a.Details = append(a.Details, cg.String())
 	for _, c := range []string{"memory", "pids"} {
-		if !cg.has(c) {
+		if !cg.Has(c) {
 			return fail("the %s cgroup controller is not available (%s); boxes could exhaust the host", c, cg)
 		}
 	}
-	if !cg.has("cpu") {
+	if !cg.Has("cpu") {
 		a.Details = append(a.Details, "cpu controller missing: CPU limits are not enforced")
 	}
 	a.Details = append(a.Details, network.Available())
@@ -208,7 +209,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, err
 	}
-	cg, err := detectCgroups()
+	cg, err := cgroups.Detect()
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cgroups unavailable")
 	}
@@ -355,7 +356,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot create the box's cgroups")
 	}
-	cleanups = append(cleanups, func() { removeCgroups(cgs.Dirs) })
+	cleanups = append(cleanups, func() { cgroups.Remove(cgs.Dirs) })
 	if cgs.Work != "" {
 		paths := map[jailspec.FD]string{jailspec.FDWork: cgs.Work}
 		if !cg.V2 {
@@ -399,7 +400,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	st := state{Proc: id, Cgroups: cgs.Dirs, CgroupV2: cg.V2, Socket: spec.Socket, Started: time.Now().UTC()}
 	log = log.With("pid", pid)
 
-	if err := addToCgroups(cgs.Join, pid); err != nil {
+	if err := cgroups.Join(cgs.Join, pid); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot place the jail in its cgroups")
 	}
 	if spec.Network {
@@ -481,7 +482,7 @@ func (e *Engine) cleanup(spec sandbox.Spec, st state) error {
 	unmountRoot(mountPoint(spec.ID) + ".lower")
 	network.Stop(st.Slirp)
 	network.Stop(st.Net)
-	if err := removeCgroups(st.Cgroups); err != nil {
+	if err := cgroups.Remove(st.Cgroups); err != nil {
 		errs = append(errs, err)
 	}
 	if spec.Socket != "" {
