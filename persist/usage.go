@@ -11,6 +11,9 @@ import (
 type UsageQuery struct {
 	Owner string   // count this owner's boxes in Usage.OwnerBoxes
 	Live  []string // statuses whose boxes hold memory and CPUs
+	// Engine, with Owner, counts the owner's live boxes of this engine in
+	// Usage.OwnerEngineLive (a warm pool's fill: PoolOwner's boxes).
+	Engine string
 }
 
 // Usage is what the recorded boxes hold.
@@ -20,6 +23,8 @@ type Usage struct {
 	Live          int   // boxes in a live status
 	LiveMemoryMiB int64 // their spec's memory_mib, summed
 	LiveCPUs      int64 // their spec's cpus, summed
+	// OwnerEngineLive counts the query owner's live boxes of the query engine.
+	OwnerEngineLive int
 }
 
 // usage counts inside tx, leaving out box except (when not "").
@@ -32,15 +37,18 @@ func usage(ctx context.Context, tx *sql.Tx, q UsageQuery, except string) (Usage,
 		}
 	}
 	args := []any{q.Owner}
-	for range 3 { // the live filter appears three times
+	for range 3 { // the live filter appears three times, then once more below
 		args = append(args, liveArgs...)
 	}
+	args = append(args, q.Owner, q.Engine)
+	args = append(args, liveArgs...)
 	args = append(args, except)
 	var u Usage
 	err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE owner = ?),
 		count(*) FILTER (WHERE `+live+`),
 		coalesce(sum(coalesce(json_extract(spec, '$.memory_mib'), 0)) FILTER (WHERE `+live+`), 0),
-		coalesce(sum(coalesce(json_extract(spec, '$.cpus'), 0)) FILTER (WHERE `+live+`), 0)
-		FROM boxes WHERE id != ?`, args...).Scan(&u.Boxes, &u.OwnerBoxes, &u.Live, &u.LiveMemoryMiB, &u.LiveCPUs)
+		coalesce(sum(coalesce(json_extract(spec, '$.cpus'), 0)) FILTER (WHERE `+live+`), 0),
+		count(*) FILTER (WHERE owner = ? AND engine = ? AND `+live+`)
+		FROM boxes WHERE id != ?`, args...).Scan(&u.Boxes, &u.OwnerBoxes, &u.Live, &u.LiveMemoryMiB, &u.LiveCPUs, &u.OwnerEngineLive)
 	return u, err
 }
