@@ -14,6 +14,10 @@ type UsageQuery struct {
 	// Engine, with Owner, counts the owner's live boxes of this engine in
 	// Usage.OwnerEngineLive (a warm pool's fill: PoolOwner's boxes).
 	Engine string
+	// Reclaim is the status of boxes that may be removed to make room
+	// (a warm pool's ready boxes): PoolOwner's boxes in it are summed in
+	// Usage.Reclaim*.
+	Reclaim string
 }
 
 // Usage is what the recorded boxes hold.
@@ -25,6 +29,10 @@ type Usage struct {
 	LiveCPUs      int64 // their spec's cpus, summed
 	// OwnerEngineLive counts the query owner's live boxes of the query engine.
 	OwnerEngineLive int
+	// ReclaimBoxes and ReclaimMemoryMiB are PoolOwner's boxes in status
+	// Reclaim, and their memory.
+	ReclaimBoxes     int
+	ReclaimMemoryMiB int64
 }
 
 // usage counts inside tx, leaving out box except (when not "").
@@ -42,13 +50,16 @@ func usage(ctx context.Context, tx *sql.Tx, q UsageQuery, except string) (Usage,
 	}
 	args = append(args, q.Owner, q.Engine)
 	args = append(args, liveArgs...)
-	args = append(args, except)
+	args = append(args, PoolOwner, q.Reclaim, PoolOwner, q.Reclaim, except)
 	var u Usage
 	err := tx.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE owner = ?),
 		count(*) FILTER (WHERE `+live+`),
 		coalesce(sum(coalesce(json_extract(spec, '$.memory_mib'), 0)) FILTER (WHERE `+live+`), 0),
 		coalesce(sum(coalesce(json_extract(spec, '$.cpus'), 0)) FILTER (WHERE `+live+`), 0),
-		count(*) FILTER (WHERE owner = ? AND engine = ? AND `+live+`)
-		FROM boxes WHERE id != ?`, args...).Scan(&u.Boxes, &u.OwnerBoxes, &u.Live, &u.LiveMemoryMiB, &u.LiveCPUs, &u.OwnerEngineLive)
+		count(*) FILTER (WHERE owner = ? AND engine = ? AND `+live+`),
+		count(*) FILTER (WHERE owner = ? AND status = ?),
+		coalesce(sum(coalesce(json_extract(spec, '$.memory_mib'), 0)) FILTER (WHERE owner = ? AND status = ?), 0)
+		FROM boxes WHERE id != ?`, args...).Scan(&u.Boxes, &u.OwnerBoxes, &u.Live, &u.LiveMemoryMiB, &u.LiveCPUs, &u.OwnerEngineLive,
+		&u.ReclaimBoxes, &u.ReclaimMemoryMiB)
 	return u, err
 }

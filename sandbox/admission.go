@@ -30,14 +30,30 @@ var liveStatuses = func() []string {
 	return s
 }()
 
-// admitNew checks a new box of spec for owner against u.
-func (m *Manager) admitNew(owner string, spec Spec) func(persist.Usage) error {
+// reclaim is what an admitted box needs the warm pool to give up: ready
+// pooled boxes count against the limits, but an owner's box comes first.
+type reclaim struct {
+	boxes  int
+	memMiB int64
+}
+
+// admitNew checks a new box of spec for owner against u; what only fits
+// once pooled boxes are gone is admitted and set in need.
+func (m *Manager) admitNew(owner string, spec Spec, need *reclaim) func(persist.Usage) error {
 	return func(u persist.Usage) error {
+		*need = reclaim{}
 		if m.cfg.MaxBoxes > 0 && u.Boxes >= m.cfg.MaxBoxes {
-			return Errorf(ErrResourceExhausted, "this server holds its limit of %d boxes; destroy boxes you no longer need (list_boxes shows them)", m.cfg.MaxBoxes)
+			if u.Boxes-u.ReclaimBoxes >= m.cfg.MaxBoxes {
+				return Errorf(ErrResourceExhausted, "this server holds its limit of %d boxes; destroy boxes you no longer need (list_boxes shows them)", m.cfg.MaxBoxes)
+			}
+			need.boxes = u.Boxes - m.cfg.MaxBoxes + 1
 		}
 		if m.cfg.OwnerMaxBoxes > 0 && u.OwnerBoxes >= m.cfg.OwnerMaxBoxes {
 			return Errorf(ErrResourceExhausted, "you have %d boxes, the most one owner may have here; destroy boxes you no longer need (list_boxes shows them)", u.OwnerBoxes)
+		}
+		if free := int64(m.cfg.MaxMemoryMiB) - u.LiveMemoryMiB; int64(spec.MemoryMiB) > free && int64(spec.MemoryMiB) <= free+u.ReclaimMemoryMiB {
+			need.memMiB = int64(spec.MemoryMiB) - free
+			return nil
 		}
 		return m.admitMemory(spec, u)
 	}

@@ -33,6 +33,13 @@ type Spec struct {
 	WorkDir string  `json:"work_dir,omitempty"`
 	UID     *uint32 `json:"uid,omitempty"`
 	GID     *uint32 `json:"gid,omitempty"`
+	// ImageID is the identity of the image build the box was created from
+	// (image.Identity; set on pooled boxes, which a rebuild replaces).
+	ImageID string `json:"image_id,omitempty"`
+	// ClaimEnv is the env create_box asked for when it claimed a pooled
+	// box, whose agent had started without it: the manager adds it to every
+	// run (it is in Env too, so a restarted box's agent has it).
+	ClaimEnv map[string]string `json:"claim_env,omitempty"`
 	// BoxDir is the box's private directory (home/boxes/<id>); it survives
 	// stop/start and is removed by Destroy.
 	BoxDir string `json:"box_dir"`

@@ -7,6 +7,7 @@ package sandbox
 import (
 	"context"
 	"maps"
+	"slices"
 )
 
 // ImageSource resolves the image of a new box. Implementations are safe
@@ -89,12 +90,22 @@ func (s Spec) runDefaults(cwd *string, uid, gid **uint32) {
 }
 
 // withDefaults resolves ref and fills a run's defaults from its box; the
-// returned ref is the box id.
-func (m *Manager) withDefaults(ctx context.Context, owner, ref string, cwd *string, uid, gid **uint32) (string, error) {
+// returned ref is the box id. env (when not nil) gets the env a claimed
+// pooled box's agent started without, under the run's own entries.
+func (m *Manager) withDefaults(ctx context.Context, owner, ref string, cwd *string, uid, gid **uint32, env *[]string) (string, error) {
 	r, err := m.resolve(ctx, owner, ref)
 	if err != nil {
 		return "", err
 	}
-	toBox(r).Spec.runDefaults(cwd, uid, gid)
+	spec := toBox(r).Spec
+	spec.runDefaults(cwd, uid, gid)
+	if env != nil && len(spec.ClaimEnv) > 0 {
+		keys := slices.Sorted(maps.Keys(spec.ClaimEnv))
+		late := make([]string, 0, len(keys)+len(*env))
+		for _, k := range keys {
+			late = append(late, k+"="+spec.ClaimEnv[k])
+		}
+		*env = append(late, *env...) // later entries win in the agent
+	}
 	return r.ID, nil
 }

@@ -59,7 +59,13 @@ func (m *Manager) transition(ctx context.Context, id string, to Status, reason s
 
 // setRunning records that box id runs with handle h.
 func (m *Manager) setRunning(ctx context.Context, id string, h Handle) (*persist.Box, error) {
-	return m.transition(ctx, id, StatusRunning, "", func(b *persist.Box) {
+	return m.setLive(ctx, id, StatusRunning, h)
+}
+
+// setLive records that box id runs with handle h, in status to (running,
+// or pooled for a warm pool's box).
+func (m *Manager) setLive(ctx context.Context, id string, to Status, h Handle) (*persist.Box, error) {
+	return m.transition(ctx, id, to, "", func(b *persist.Box) {
 		b.EngineState = mustJSON(h)
 		b.LastUsedAt = m.cfg.Now()
 	})
@@ -98,20 +104,31 @@ func (m *Manager) watch(id string, eng Engine, spec Spec, h Handle) {
 		}
 		ctx, cancel := background(m.ctx, bookkeeping)
 		defer cancel()
-		lk, err := lockBox(ctx, m.locksDir(), id)
-		if err != nil {
-			return
+		if m.recordExit(ctx, id, eng, spec, h) {
+			// A pooled box is never restarted: it goes.
+			m.destroyPooled(ctx, id, "its process ended")
 		}
-		defer lk.unlock(false)
-		r, err := m.store.Get(ctx, id)
-		if err != nil || Status(r.Status) != StatusRunning || !bytes.Equal(r.EngineState, mustJSON(h)) {
-			return // destroyed, stopped or restarted meanwhile: not ours to record
-		}
-		m.dropClient(id)
-		if _, err := m.settleDead(ctx, r, eng, spec, h, "box process exited"); err != nil {
-			m.log.Warn("recording a box exit", "box_id", id, "err", err)
-			return
-		}
-		m.log.Warn("box process exited", "box_id", id)
 	}()
+}
+
+// recordExit records that the process of box id (handle h) ended, unless
+// the box was destroyed, stopped or restarted meanwhile. It reports
+// whether the box was a pooled one.
+func (m *Manager) recordExit(ctx context.Context, id string, eng Engine, spec Spec, h Handle) (pooled bool) {
+	lk, err := lockBox(ctx, m.locksDir(), id)
+	if err != nil {
+		return false
+	}
+	defer lk.unlock(false)
+	r, err := m.store.Get(ctx, id)
+	if err != nil || (Status(r.Status) != StatusRunning && Status(r.Status) != StatusPooled) || !bytes.Equal(r.EngineState, mustJSON(h)) {
+		return false // destroyed, stopped or restarted meanwhile: not ours to record
+	}
+	m.dropClient(id)
+	if _, err := m.settleDead(ctx, r, eng, spec, h, "box process exited"); err != nil {
+		m.log.Warn("recording a box exit", "box_id", id, "err", err)
+		return false
+	}
+	m.log.Warn("box process exited", "box_id", id)
+	return r.Owner == persist.PoolOwner
 }

@@ -75,6 +75,13 @@ type Config struct {
 	// Images resolves create requests' images (references are pulled);
 	// nil: image names are used as they are.
 	Images ImageSource
+	// Pools keeps this many pooled boxes of the default shape per engine
+	// (see pool.go); StartPool starts the refills.
+	Pools map[string]int
+	// PoolConcurrency bounds the pool fills in flight (default 2);
+	// PoolInterval is how often the pools are checked (default 2 s).
+	PoolConcurrency int
+	PoolInterval    time.Duration
 	// Logger receives the manager's logs (default: discard).
 	Logger *slog.Logger
 	// Now and BootID replace the clock and the host boot id (tests).
@@ -93,6 +100,7 @@ type Manager struct {
 	ctx     context.Context // cancelled by Close; bounds background work
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup // background work (exit watchers, the reaper); Close waits for it
+	pool    *poolRunner    // the warm pool's refills
 
 	mu      sync.Mutex            // guards the fields below
 	clients map[string]*agentConn // box id → connected agent client
@@ -146,6 +154,10 @@ func New(cfg Config) (*Manager, error) {
 		m.order = append(m.order, e.Name())
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if cfg.PoolInterval <= 0 {
+		m.cfg.PoolInterval = defaultPoolInterval
+	}
+	m.pool = newPoolRunner(m.ctx, cfg.PoolConcurrency)
 	for _, d := range []string{m.boxesDir(), m.locksDir(), m.runDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("sandbox: home %s: %w", cfg.Home, err)
@@ -158,6 +170,7 @@ func New(cfg Config) (*Manager, error) {
 // Boxes keep running. The store may be closed once Close returns.
 func (m *Manager) Close() {
 	m.cancel()
+	m.pool.wg.Wait()
 	m.wg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -321,6 +334,14 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if b, err := m.claim(ctx, owner, eng, &req, img); b != nil || err != nil {
+		return b, err
+	}
+	return m.create(ctx, owner, eng, why, req, img, nil)
+}
+
+// create records a box and starts it; pf, when set, makes it a pool fill.
+func (m *Manager) create(ctx context.Context, owner string, eng Engine, why string, req CreateRequest, img *ResolvedImage, pf *poolFill) (*Box, error) {
 	now := m.cfg.Now()
 	row := &persist.Box{ID: persist.NewID(), Owner: owner, Name: req.Name, Engine: eng.Name(), Image: req.Image,
 		Status: string(StatusCreating), CreatedAt: now, IdleTimeout: req.IdleTimeout}
@@ -330,6 +351,11 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	spec := Spec{ID: row.ID, Name: req.Name, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
 		Network: req.Network, NetworkAllow: req.NetworkAllow, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
 	img.apply(&spec)
+	var need reclaim
+	q, admit, final := persist.UsageQuery{Owner: owner, Live: liveStatuses, Reclaim: string(StatusPooled)}, m.admitNew(owner, spec, &need), StatusRunning
+	if pf != nil {
+		spec.ImageID, q.Engine, admit, final = pf.imageID, eng.Name(), m.admitPool(spec, pf.target), StatusPooled
+	}
 	row.Spec, _ = json.Marshal(spec)
 	log := m.log.With("box_id", row.ID, "engine", eng.Name())
 
@@ -345,7 +371,7 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 			lk.unlock(false)
 		}
 	}()
-	if err := m.store.InsertAdmitted(ctx, row, persist.UsageQuery{Owner: owner, Live: liveStatuses}, m.admitNew(owner, spec)); err != nil {
+	if err := m.store.InsertAdmitted(ctx, row, q, admit); err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			released = true
@@ -366,8 +392,14 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		return nil, Wrapf(ErrInternal, err, "could not record the box")
 	}
 	spec.IDRange = row.IDRange
+	if need != (reclaim{}) {
+		m.reclaimPool(ctx, need) // the row holds its place: no refill takes it back
+	}
 	log.Info("creating box", "why_engine", why, "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
 	h, err := m.startLocked(ctx, eng, spec)
+	if err == nil && pf != nil {
+		err = m.warmUp(ctx, eng, spec, h)
+	}
 	// From here on the box process may exist whatever ctx says: what
 	// follows is bookkeeping of a side effect.
 	bctx, cancel := background(ctx, time.Minute)
@@ -386,7 +418,7 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		lk.unlock(derr == nil)
 		return nil, startError(err)
 	}
-	r, err := m.setRunning(bctx, row.ID, h)
+	r, err := m.setLive(bctx, row.ID, final, h)
 	if err != nil {
 		// The box runs but is not recorded as running: do not leave it so.
 		derr := eng.Destroy(bctx, spec, h)
@@ -399,7 +431,7 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		return nil, err
 	}
 	m.watch(row.ID, eng, spec, h)
-	log.Info("box running")
+	log.Info("box " + string(final))
 	return toBox(r), nil
 }
 

@@ -375,7 +375,7 @@ var errNoAnswer = errors.New("the box did not answer in time")
 // Exec runs a program in the box (starting the box if it is stopped).
 // A non-zero exit or a timeout is a normal result.
 func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequest, eio client.ExecIO) (*wire.ExecResult, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID)
+	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID, &req.Env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -399,7 +399,7 @@ func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequ
 
 // WriteFile writes r to path in the box; size is exact or -1.
 func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.WriteFileReq, r io.Reader) (*wire.Result, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID)
+	ref, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID, nil)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -57,7 +57,7 @@ func (m *Manager) Reap(ctx context.Context) ReapReport {
 		}
 		st := Status(r.Status)
 		switch {
-		case st != StatusRunning && (st.Live() || st == StatusDestroying) && now.Sub(r.UpdatedAt) > m.stuckAfter():
+		case st != StatusRunning && st != StatusPooled && (st.Live() || st == StatusDestroying) && now.Sub(r.UpdatedAt) > m.stuckAfter():
 			if m.isBusy(r.ID) || !m.lockFree(ctx, r.ID) {
 				continue
 			}

@@ -93,6 +93,9 @@ func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, re
 		rep.Foreign = append(rep.Foreign, id)
 		return nil
 	}
+	if r.Owner == persist.PoolOwner && st != StatusDestroying {
+		return m.reconcilePooled(ctx, lk, r, rebooted, rep)
+	}
 	if st == StatusDestroying {
 		lk.unlock(false)
 		if _, err := m.destroy(ctx, id, "destroy finished after a restart"); err != nil {
@@ -133,6 +136,30 @@ func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, re
 	return nil
 }
 
+// reconcilePooled keeps a live pooled box in the pool (this server
+// watches it from now on) and destroys any other box of the pool: one
+// whose process is gone, and one a dead server left half-made (under the
+// lock, creating means abandoned; its warm-up may not have finished). It
+// releases lk.
+func (m *Manager) reconcilePooled(ctx context.Context, lk *boxLock, r *persist.Box, rebooted bool, rep *ReconcileReport) error {
+	if Status(r.Status) == StatusPooled && !rebooted {
+		eng, spec, h, err := m.engineFor(r)
+		if err != nil {
+			lk.unlock(false)
+			return err
+		}
+		if eng.Recover(ctx, spec, h) == nil {
+			defer lk.unlock(false)
+			return m.reattach(ctx, r, eng, spec, h, rep)
+		}
+	}
+	lk.unlock(false)
+	if m.destroyPooled(ctx, r.ID, "lost while no server watched it") {
+		rep.Destroyed = append(rep.Destroyed, r.ID)
+	}
+	return nil
+}
+
 // agentCheck bounds the hello Reconcile expects from a live box's agent.
 const agentCheck = 10 * time.Second
 
@@ -160,7 +187,7 @@ func (m *Manager) reattach(ctx context.Context, r *persist.Box, eng Engine, spec
 		}
 		c.Close()
 	}
-	if Status(r.Status) != StatusRunning {
+	if st := Status(r.Status); st != StatusRunning && st != StatusPooled {
 		if _, err := m.setRunning(ctx, id, h); err != nil {
 			return err
 		}

@@ -29,7 +29,7 @@ const (
 // stops. An exception, a timeout (which interrupts the code, keeping the
 // session's state) and an interpreter's death are normal results.
 func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.SessionRequest, code string, sio client.SessionIO) (*wire.SessionResult, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, nil, nil)
+	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, nil, nil, &req.Env)
 	if err != nil {
 		return nil, nil, err
 	}

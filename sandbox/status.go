@@ -11,13 +11,17 @@ import "slices"
 //	    └───────────┴───────────────┴─► failed ┘◄──────────┘
 //
 // Any status may move to destroying; a destroyed box's row is deleted.
-// starting is the restart of a stopped (or failed) box. Every change goes
+// starting is the restart of a stopped (or failed) box. A warm pool's box
+// goes creating ──► pooled (booted and warmed, owned by nobody) ──► running
+// when create_box claims it; a pooled box whose process died goes to
+// stopped (or failed) and is destroyed, never restarted. Every change goes
 // through Manager.transition, which checks this table.
 type Status string
 
 // Statuses.
 const (
 	StatusCreating   Status = "creating"
+	StatusPooled     Status = "pooled"
 	StatusStarting   Status = "starting"
 	StatusRunning    Status = "running"
 	StatusStopping   Status = "stopping"
@@ -27,11 +31,12 @@ const (
 )
 
 // Statuses lists every status, in lifecycle order.
-var Statuses = []Status{StatusCreating, StatusStarting, StatusRunning, StatusStopping, StatusStopped, StatusFailed, StatusDestroying}
+var Statuses = []Status{StatusCreating, StatusPooled, StatusStarting, StatusRunning, StatusStopping, StatusStopped, StatusFailed, StatusDestroying}
 
 // transitions is the single table of allowed status changes.
 var transitions = map[Status][]Status{
-	StatusCreating:   {StatusRunning, StatusStopping, StatusFailed, StatusDestroying},
+	StatusCreating:   {StatusRunning, StatusPooled, StatusStopping, StatusFailed, StatusDestroying},
+	StatusPooled:     {StatusRunning, StatusStopped, StatusFailed, StatusDestroying},
 	StatusStarting:   {StatusRunning, StatusStopping, StatusStopped, StatusFailed, StatusDestroying},
 	StatusRunning:    {StatusStopping, StatusStopped, StatusFailed, StatusDestroying},
 	StatusStopping:   {StatusStopped, StatusFailed, StatusDestroying},
@@ -61,7 +66,7 @@ func (s Status) Valid() bool { _, ok := transitions[s]; return ok }
 
 // Live reports whether a box in status s may have a process running.
 func (s Status) Live() bool {
-	return s == StatusCreating || s == StatusStarting || s == StatusRunning || s == StatusStopping
+	return s == StatusCreating || s == StatusPooled || s == StatusStarting || s == StatusRunning || s == StatusStopping
 }
 
 // requireStatus fails with ErrFailedPrecondition unless s is one of allowed.

@@ -18,6 +18,9 @@ func TestLifecycleWalks(t *testing.T) {
 		{StatusRunning, StatusStopped},                                                                // the process died on its own
 		{StatusStopping, StatusFailed, StatusStopped},                                                 // a stop that failed, then settled
 		{StatusRunning, StatusDestroying, StatusFailed, StatusDestroying},                             // destroy retried
+		{StatusCreating, StatusPooled, StatusRunning, StatusStopping, StatusStopped},                  // warm pool: filled, claimed, used like any box
+		{StatusPooled, StatusDestroying},                                                              // pool drained or its image replaced
+		{StatusPooled, StatusStopped, StatusDestroying},                                               // a pooled box died: settled, then removed
 	}
 	for _, w := range walks {
 		for i := 1; i < len(w); i++ {
@@ -36,6 +39,11 @@ func TestLifecycleWalks(t *testing.T) {
 		{StatusCreating, StatusStarting},   // a create is not a restart
 		{StatusStopped, StatusFailed},      // a stopped box has no process that could fail
 		{StatusDestroying, StatusStarting}, // a box being destroyed never starts
+		{StatusRunning, StatusPooled},      // a claimed box never goes back to the pool
+		{StatusStopped, StatusPooled},      // nor does a stopped one (its state is not pristine)
+		{StatusStarting, StatusPooled},     // a restart is not a pool fill
+		{StatusPooled, StatusStarting},     // a dead pooled box is destroyed, not restarted
+		{StatusPooled, StatusStopping},     // a pooled box is destroyed, not stopped
 	}
 	for _, r := range refused {
 		if CanTransition(r[0], r[1]) {

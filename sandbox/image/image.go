@@ -17,6 +17,8 @@
 package image
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,4 +124,21 @@ func Locate(home, name string) (*Image, error) {
 		}
 	}
 	return img, nil
+}
+
+// Identity names the exact build of image name: a digest of its manifest,
+// which records the build time, the packages, the agent and the root
+// file system's checksum, so a rebuild (or a refreshed agent) gives a new
+// identity. A warm pool records it on each box and hands out only boxes of
+// the current build.
+func Identity(home, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(Dir(home, name), "manifest.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("image %q is not built; run `boxlite-mcp image build --name %s`: %w", name, name, ErrNotBuilt)
+	}
+	if err != nil {
+		return "", fmt.Errorf("image %q: %w", name, err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12]), nil
 }
