@@ -66,6 +66,8 @@ func doctor(ctx context.Context, args []string, out io.Writer) error {
 					counts[r.Status]++
 				}
 				fmt.Fprintf(out, "  database: ok (schema v%d, %d boxes%s)\n", persist.SchemaVersion(), len(rows), countSuffix(counts))
+				fmt.Fprintln(out, "\npools:")
+				printPools(ctx, out, st)
 				st.Close()
 			}
 		}

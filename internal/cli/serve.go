@@ -38,7 +38,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		allowImages   stringList
 		resolvConf    = fs.String("resolv-conf", network.DefaultResolvConf, "resolv.conf naming the upstream DNS servers of the boxes' resolvers")
 		origins       stringList
+		poolFlags     stringList
 	)
+	fs.Var(&poolFlags, "pool", "keep N booted, pre-warmed boxes of the default shape ready on ENGINE, as ENGINE=N (repeatable)")
 	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
 	fs.Var(&allowImages, "allow-image", "image references create_box accepts, e.g. docker.io/library/* (repeatable; default: any)")
 	if err := parse(fs, args); err != nil {
@@ -82,13 +84,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 {
 		return usageError{"--max-memory-mib, --max-boxes and --owner-max-boxes must not be negative"}
 	}
+	var engNames []string
+	for _, e := range engs {
+		engNames = append(engNames, e.Name())
+	}
+	pools, err := parsePools(poolFlags, engNames)
+	if err != nil {
+		return err
+	}
 	images, err := imageSource(*home, store, *pull, allowImages, log)
 	if err != nil {
 		return err
 	}
 	m, err := sandbox.New(sandbox.Config{Home: *home, Store: store, Engines: engs, IdleTimeout: *idle, Logger: log,
 		MaxMemoryMiB: *maxMemory, MaxBoxes: *maxBoxes, OwnerMaxBoxes: *ownerBoxes,
-		ClientName: "boxlite-mcp/" + Version, Images: images})
+		ClientName: "boxlite-mcp/" + Version, Images: images, Pools: pools})
 	if err != nil {
 		return err
 	}
@@ -97,6 +107,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	m.Reconcile(rctx)
 	cancel()
 	m.StartReaper()
+	m.StartPool()
 
 	chosen, why, perr := m.PickEngine(ctx, "auto")
 	if perr != nil {
@@ -114,6 +125,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer func() {
 		if *stopOnExit {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if n := m.DrainPool(dctx); n > 0 {
+				log.Info("drained the warm pool on exit", "boxes", n)
+			}
+			cancel()
 			stopAll(m, log)
 		}
 	}()
