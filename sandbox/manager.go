@@ -320,6 +320,9 @@ func (r *CreateRequest) validate() error {
 // Create makes a box and starts it; it returns once the box's agent answered.
 // A box that fails to start is removed again and the error says why.
 func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (*Box, error) {
+	if owner == persist.PoolOwner {
+		return nil, Errorf(ErrInvalidArgument, "a box needs an owner")
+	}
 	img, err := m.resolveImage(ctx, &req)
 	if err != nil {
 		return nil, err
@@ -478,6 +481,10 @@ func (m *Manager) Get(ctx context.Context, owner, ref string) (*Box, error) {
 }
 
 func (m *Manager) resolve(ctx context.Context, owner, ref string) (*persist.Box, error) {
+	if owner == persist.PoolOwner {
+		// The pool's boxes belong to nobody: no caller reaches them.
+		return nil, Errorf(ErrNotFound, "no box matches %q; list_boxes shows the boxes you have", ref)
+	}
 	r, err := m.store.Resolve(ctx, owner, ref)
 	switch {
 	case errors.Is(err, persist.ErrNotFound):
@@ -505,6 +512,9 @@ func trimClass(err error) string {
 func (m *Manager) List(ctx context.Context, owner string, status Status) ([]*Box, error) {
 	if status != "" && !status.Valid() {
 		return nil, Errorf(ErrInvalidArgument, "unknown status %q", status)
+	}
+	if owner == persist.PoolOwner {
+		return []*Box{}, nil // nobody's boxes (the pool's) are nobody's to list; AllBoxes lists every box
 	}
 	rows, err := m.store.List(ctx, persist.Filter{Owner: owner, Status: string(status)})
 	if err != nil {

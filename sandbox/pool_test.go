@@ -314,3 +314,37 @@ func TestPoolAdmission(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPooledBoxesInvisible (attack): no owner reaches a pooled box, by id,
+// id prefix or listing, whatever the call; the box stays pooled.
+func TestPooledBoxesInvisible(t *testing.T) {
+	e := newPoolEnv(t)
+	m := e.manager(map[string]int{"fake": 1}, nil)
+	m.StartPool()
+	id := waitPooled(t, m, 1)[0]
+	ctx := context.Background()
+	for _, owner := range []string{"alice", "local", ""} {
+		for _, ref := range []string{id, id[:8]} {
+			calls := map[string]func() error{
+				"get":     func() error { _, err := m.Get(ctx, owner, ref); return err },
+				"exec":    func() error { _, _, err := m.Exec(ctx, owner, ref, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{}); return err },
+				"stop":    func() error { _, err := m.Stop(ctx, owner, ref); return err },
+				"destroy": func() error { _, err := m.Destroy(ctx, owner, ref); return err },
+			}
+			for name, call := range calls {
+				if err := call(); !errors.Is(err, sandbox.ErrNotFound) {
+					t.Errorf("%s(%q, %q) = %v; want ErrNotFound", name, owner, ref, err)
+				}
+			}
+		}
+		if l, _ := m.List(ctx, owner, ""); len(l) != 0 {
+			t.Errorf("List(%q) shows %d boxes", owner, len(l))
+		}
+	}
+	if got := pooled(t, m); !slices.Equal(got, []string{id}) {
+		t.Fatalf("pool after the calls: %v; want [%s]", got, id)
+	}
+	if _, err := m.Create(ctx, persist.PoolOwner, sandbox.CreateRequest{}); !errors.Is(err, sandbox.ErrInvalidArgument) {
+		t.Fatalf("Create for the pool's owner: %v; want ErrInvalidArgument", err)
+	}
+}
