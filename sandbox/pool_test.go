@@ -326,8 +326,11 @@ func TestPooledBoxesInvisible(t *testing.T) {
 	for _, owner := range []string{"alice", "local", ""} {
 		for _, ref := range []string{id, id[:8]} {
 			calls := map[string]func() error{
-				"get":     func() error { _, err := m.Get(ctx, owner, ref); return err },
-				"exec":    func() error { _, _, err := m.Exec(ctx, owner, ref, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{}); return err },
+				"get": func() error { _, err := m.Get(ctx, owner, ref); return err },
+				"exec": func() error {
+					_, _, err := m.Exec(ctx, owner, ref, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+					return err
+				},
 				"stop":    func() error { _, err := m.Stop(ctx, owner, ref); return err },
 				"destroy": func() error { _, err := m.Destroy(ctx, owner, ref); return err },
 			}
