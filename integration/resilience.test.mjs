@@ -135,7 +135,10 @@ describe("resilience", () => {
     for (const p of pids) try { process.kill(p, "SIGCONT"); } catch {}
     assert.equal(r.isError, true);
     assert.match(text(r), /did not answer|does not answer|cancelled/);
-    assert.ok(worst < 100, `list_boxes took ${worst.toFixed(1)} ms while a box was frozen`);
+    // list_boxes must not wait on the frozen box: one that did would take at
+    // least the agent's answer deadline (seconds). Its usual speed is a
+    // benchmark's business, not this test's (a shared machine is noisy).
+    assert.ok(worst < 1000, `list_boxes took ${worst.toFixed(1)} ms while a box was frozen: it waited on the box`);
     await call(client, "destroy_box", { box: box.id });
     await client.close();
     await other.close();
