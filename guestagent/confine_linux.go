@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"syscall"
@@ -19,23 +20,25 @@ import (
 // sandbox/confine) starts this agent as root of a new user namespace that
 // maps only the box's unprivileged host uid, in new mount, pid, ipc and uts
 // namespaces (and a network namespace for VMMs), inside the helper's
-// cgroup. The stage reads a confinespec.Config from stdin, waits for the
-// launcher's start signal, pivots into the root the launcher built for it
+// cgroup. The stage waits for its confinespec.Config on the start pipe,
+// pivots into the root the launcher built for it
 // (a read-only tmpfs holding nothing but read-only binds), applies the
 // jail's process confinement (the same seccomp filter, namespace limits and
 // no_new_privs as a jail box, with an empty capability bounding set) and
 // executes the program. It returns only on failure, before the program runs.
 func ConfineExec() error {
+	// The start pipe carries the configuration; end of file without one
+	// means the launcher went away before it let the program start.
+	b, err := io.ReadAll(io.LimitReader(os.NewFile(confinespec.FDSync, "start"), 1<<20))
+	if err != nil || len(b) == 0 {
+		return fmt.Errorf("the launcher went away before the start signal (%v)", err)
+	}
 	var cfg confinespec.Config
-	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
+	if err := json.Unmarshal(b, &cfg); err != nil {
 		return fmt.Errorf("reading config: %w", err)
 	}
 	if len(cfg.Args) == 0 {
 		return errors.New("no program arguments")
-	}
-	var b [1]byte
-	if n, _ := unix.Read(confinespec.FDSync, b[:]); n != 1 {
-		return errors.New("the launcher went away before the start signal")
 	}
 	if err := enterConfinedRoot(cfg); err != nil {
 		return err
@@ -63,11 +66,10 @@ func ConfineExec() error {
 	if err := clearInheritableCaps(); err != nil {
 		return err
 	}
-	unix.CloseOnExec(confinespec.FDSync)
 	unix.CloseOnExec(confinespec.FDExe)
 	unix.CloseOnExec(confinespec.FDStage)
 	// An ELF program runs through its descriptor even with close-on-exec set.
-	err := unix.Exec(inroot.FdPath(confinespec.FDExe), cfg.Args, cfg.Env)
+	err = unix.Exec(inroot.FdPath(confinespec.FDExe), cfg.Args, cfg.Env)
 	return fmt.Errorf("executing %s: %w", cfg.Args[0], err)
 }
 

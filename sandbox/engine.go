@@ -87,6 +87,15 @@ func (s Spec) HostIDBase() (uint32, error) {
 	return IDRangeFirst + uint32(s.IDRange)*IDRangeSize, nil
 }
 
+// HelperUID is the host uid (and gid) of the box's network helper, which
+// runs confined (package sandbox/confine): the last id of the box's range.
+// A VM box's VMM runs as HostIDBase itself (the range has no other use
+// there).
+func (s Spec) HelperUID() (uint32, error) {
+	base, err := s.HostIDBase()
+	return base + IDRangeSize - 1, err
+}
+
 // Handle is an engine's opaque, versioned record of a running box, persisted
 // so that any server process can reattach to the box.
 type Handle struct {

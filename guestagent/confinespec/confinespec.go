@@ -9,7 +9,7 @@ package confinespec
 // stage runs as an unprivileged host uid that may not be able to walk the
 // host paths they came from.
 const (
-	FDSync = 3 // read end of the start pipe: one byte means "go"
+	FDSync = 3 // read end of the start pipe: the Config, then end of file, means "go"
 	FDExe  = 4 // the program to run (executed through this descriptor)
 	// FDStage is the stage itself (a boxlite-guest binary): the launcher
 	// executes it through this descriptor.
@@ -19,7 +19,8 @@ const (
 	FDFirst = 6
 )
 
-// Config is what the launcher writes to the --confine stage's stdin.
+// Config is what the launcher writes to the start pipe (FDSync) when the
+// program may start. The program's stdin is its own.
 type Config struct {
 	// Root is the new root the launcher built and mounted on the host
 	// before the namespaces were made (a read-only tmpfs with read-only

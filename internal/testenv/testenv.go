@@ -5,14 +5,13 @@ package testenv
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
+	"github.com/boxlite-ai/boxlite-mcp/internal/testagent"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
 )
@@ -41,41 +40,11 @@ func CacheHome() string {
 	return "/var/tmp/boxlite-test-home"
 }
 
-var (
-	agentOnce sync.Once
-	agentPath string
-	agentErr  error
-)
-
 // Agent builds cmd/boxlite-guest (static) once per test process.
 func Agent(t testing.TB) string {
 	t.Helper()
-	agentOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "boxlite-agent-")
-		if err != nil {
-			agentErr = err
-			return
-		}
-		agentPath = filepath.Join(dir, "boxlite-guest")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentPath, "./cmd/boxlite-guest")
-		cmd.Dir = RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = &buildError{err: err, out: string(out)}
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("building the guest agent: %v", agentErr)
-	}
-	return agentPath
+	return testagent.Path(t)
 }
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 
 // Image makes sure the default image exists in CacheHome (building it the
 // first time: about a minute) and returns it.

@@ -60,9 +60,13 @@ type Spec struct {
 	// empty network namespace of its own.
 	HostNetwork bool
 	Hostname    string
-	// Stdout and Stderr receive its output (a log file), or nothing.
+	// Stdin is its standard input (nothing when nil); Stdout and Stderr
+	// receive its output (a log file), or nothing.
+	Stdin          *os.File
 	Stdout, Stderr *os.File
 	Limits         cgroups.Limits
+	// DieWithParent kills it when the thread that started it ends (tests).
+	DieWithParent bool
 	// NoSeccomp leaves the seccomp filter off (tests and debugging only;
 	// capabilities are dropped regardless).
 	NoSeccomp bool

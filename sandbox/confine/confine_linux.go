@@ -1,13 +1,13 @@
 package confine
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -17,7 +17,7 @@ import (
 )
 
 // Process is a started confined program, held at the start line: it runs
-// nothing of the program until Go. The caller records its identity (ID,
+// nothing of the program until Go sends its configuration. The caller records its identity (ID,
 // Cgroup) first, so that a server dying in between leaves nothing running
 // that the next one cannot find: the stage exits when its start pipe
 // closes without a byte.
@@ -29,6 +29,7 @@ type Process struct {
 	Exited <-chan error
 	cmd    *exec.Cmd
 	sync   *os.File
+	config []byte
 }
 
 // Start spawns the stage for s in its namespaces and cgroup.
@@ -111,8 +112,15 @@ func Start(s Spec) (p *Process, err error) {
 	// walkable by UID.
 	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(confinespec.FDStage), "--confine")
 	cmd.Args[0] = "boxlite-confine"
-	cmd.Stdin = bytes.NewReader(cfgJSON)
-	cmd.Stdout, cmd.Stderr = s.Stdout, s.Stderr
+	if s.Stdin != nil { // a nil *os.File in the interface would not be nil
+		cmd.Stdin = s.Stdin
+	}
+	if s.Stdout != nil {
+		cmd.Stdout = s.Stdout
+	}
+	if s.Stderr != nil {
+		cmd.Stderr = s.Stderr
+	}
 	cmd.Env = []string{}
 	cmd.Dir = "/"
 	cmd.ExtraFiles = extra
@@ -127,6 +135,9 @@ func Start(s Spec) (p *Process, err error) {
 		GidMappings:                gids,
 		GidMappingsEnableSetgroups: len(groups) > 0,
 		Credential:                 &syscall.Credential{Uid: 0, Gid: 0, Groups: groups, NoSetGroups: len(groups) == 0},
+	}
+	if s.DieWithParent {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	if info.V2 {
 		// Born in its cgroup (CLONE_INTO_CGROUP): never a moment outside.
@@ -145,7 +156,7 @@ func Start(s Spec) (p *Process, err error) {
 		exited <- cmd.Wait()
 		close(exited) // later receivers see the end at once
 	}()
-	p = &Process{Cgroup: dirs, Exited: exited, cmd: cmd, sync: syncW}
+	p = &Process{Cgroup: dirs, Exited: exited, cmd: cmd, sync: syncW, config: cfgJSON}
 	kill := func() {
 		cmd.Process.Kill()
 		<-exited
@@ -168,7 +179,7 @@ func Start(s Spec) (p *Process, err error) {
 // Go lets the program start (the stage builds its root and executes it).
 func (p *Process) Go() error {
 	defer p.sync.Close()
-	if _, err := p.sync.Write([]byte{1}); err != nil {
+	if _, err := p.sync.Write(p.config); err != nil {
 		return fmt.Errorf("confine: the process died before it was told to start: %w", err)
 	}
 	return nil
@@ -204,4 +215,21 @@ func Remove(name string) error {
 		return nil
 	}
 	return cgroups.Remove(info.Dirs(name))
+}
+
+// Procs lists the processes in the cgroup name.
+func Procs(name string) []int {
+	info, err := cgroups.Detect()
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, d := range info.Dirs(name) {
+		for _, p := range cgroups.Procs(d) {
+			if !slices.Contains(pids, p) {
+				pids = append(pids, p)
+			}
+		}
+	}
+	return pids
 }

@@ -31,3 +31,6 @@ func Kill(name string) {}
 
 // Remove does nothing off Linux.
 func Remove(name string) error { return nil }
+
+// Procs lists nothing off Linux.
+func Procs(name string) []int { return nil }

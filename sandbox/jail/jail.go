@@ -405,12 +405,12 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	if spec.Network {
 		tNet := time.Now()
-		nid, err := e.startNetwork(ctx, spec, pid)
+		nid, err := e.startNetwork(ctx, spec, pid, filepath.Join(img.RootfsDir(), image.AgentPath))
 		if err != nil {
 			return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot start the box's network")
 		}
 		st.Net = &nid
-		cleanups = append(cleanups, func() { network.Stop(&nid) })
+		cleanups = append(cleanups, func() { network.Stop(&nid); network.Release(spec.ID) })
 		log.Debug("network up", "helper_pid", nid.PID, "t_network", time.Since(tNet))
 	}
 	if _, err := syncW.Write([]byte{1}); err != nil {
@@ -482,6 +482,9 @@ func (e *Engine) cleanup(spec sandbox.Spec, st state) error {
 	unmountRoot(mountPoint(spec.ID) + ".lower")
 	network.Stop(st.Slirp)
 	network.Stop(st.Net)
+	if st.Net != nil {
+		network.Release(spec.ID)
+	}
 	if err := cgroups.Remove(st.Cgroups); err != nil {
 		errs = append(errs, err)
 	}

@@ -15,8 +15,12 @@ import (
 // process, still waiting for its start signal), served by the box's network
 // helper, which applies the box's policy. The tap lives as long as the
 // helper holds it and the namespace exists; the helper ends with the box.
-func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, pid int) (proc.ID, error) {
+func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, pid int, stage string) (proc.ID, error) {
 	policy, err := network.ParsePolicy(spec.Network, spec.NetworkAllow)
+	if err != nil {
+		return proc.ID{}, err
+	}
+	uid, err := spec.HelperUID()
 	if err != nil {
 		return proc.ID{}, err
 	}
@@ -26,5 +30,6 @@ func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, pid int) (
 	}
 	defer tap.Close() // the helper has its own copy
 	return network.Start(ctx, network.Launch{Host: e.cfg.Net, BoxID: spec.ID, Policy: policy,
-		Control: network.ControlPath(spec.Socket), Link: tap, Log: filepath.Join(spec.BoxDir, "network.log")})
+		Control: network.ControlPath(spec.Socket), Link: tap, Log: filepath.Join(spec.BoxDir, "network.log"),
+		Stage: stage, UID: uid})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
+	"github.com/boxlite-ai/boxlite-mcp/internal/testagent"
 )
 
 // BenchmarkNetworkHelperStart: a box's network set-up on the host side,
@@ -33,7 +34,8 @@ func BenchmarkNetworkHelperStart(b *testing.B) {
 		})},
 		bench.Case{Name: "helper", Op: func(b *testing.B) time.Duration {
 			l := Launch{Host: Host{Exe: exe, Resolvers: []string{"127.0.0.1:9"}}, BoxID: "bench", Policy: p,
-				Control: filepath.Join(dir, "c"), Listen: filepath.Join(dir, "l"), Log: filepath.Join(dir, "log")}
+				Control: filepath.Join(dir, "c"), Listen: filepath.Join(dir, "l"), Log: filepath.Join(dir, "log"),
+				Stage: testagent.Path(b), UID: testHelperUID}
 			t := time.Now()
 			id, err := Start(context.Background(), l)
 			if err != nil {
@@ -41,6 +43,7 @@ func BenchmarkNetworkHelperStart(b *testing.B) {
 			}
 			d := time.Since(t)
 			Stop(&id)
+			Release(l.BoxID)
 			return d
 		}})
 }

@@ -25,32 +25,35 @@ const HelperArg = "__boxlite-net"
 // contract between Launch and HelperMain; build ExtraFiles with files().
 type FD int
 
-// The helper's inherited descriptors.
-const (
-	FDReady FD = 3 + iota // write end of the ready pipe: one byte once serving
-	FDLink                // optional: the guest's link, one frame per read/write (a tap)
-	fdEnd
-)
+// What the helper needs, kept small so it runs confined (package
+// sandbox/confine: an unprivileged uid, its own namespaces but the host's
+// network, no capabilities, the jail's seccomp filter, a root holding
+// nothing of the host's but its libraries): its configuration on stdin and
+// three descriptors whose numbers the configuration names — the ready pipe,
+// the control socket (listening) and the guest's link — outbound sockets to
+// the internet and the upstream resolvers, and stderr for its log. It
+// opens no host file and creates no socket by path.
 
-// What the helper needs, kept small so it can run confined (an unprivileged
-// uid, its own namespaces but the host's network, a seccomp filter): its
-// configuration on stdin, FDReady, the link (FDLink, or a unix socket path
-// to listen on for one connection), a control socket path to listen on,
-// outbound sockets to the internet and the upstream resolvers, and stderr
-// for its log. It reads no host file and writes nothing but its sockets.
+// Link kinds: how the guest's frames reach the helper.
+const (
+	LinkTap    = "tap"    // a tap device: one frame per read/write (the jail)
+	LinkStream = "stream" // a connected unix stream socket in QEMU's framing (qemu)
+	LinkListen = "listen" // a listening unix socket: one connection in QEMU's framing (krun)
+)
 
 // helperConfig is what Launch sends the helper on stdin.
 type helperConfig struct {
 	BoxID     string   `json:"box_id"`
 	Policy    Policy   `json:"policy"`
 	Resolvers []string `json:"resolvers"`
-	// Listen, when set, is a unix socket the helper listens on for the one
-	// connection carrying the link in QEMU's stream framing; else the link
-	// is FDLink.
-	Listen string `json:"listen,omitempty"`
-	// Control is the unix socket the helper answers Query on.
-	Control string `json:"control"`
-	// AcceptTimeout bounds the wait for Listen's connection.
+	// ReadyFD, ControlFD and LinkFD are the helper's descriptors: the write
+	// end of the ready pipe (one byte once serving), the control socket it
+	// answers Query on, and the link, of kind Link.
+	ReadyFD   int    `json:"ready_fd"`
+	ControlFD int    `json:"control_fd"`
+	LinkFD    int    `json:"link_fd"`
+	Link      string `json:"link"`
+	// AcceptTimeout bounds the wait for a LinkListen connection.
 	AcceptTimeout time.Duration `json:"accept_timeout"`
 }
 
@@ -84,8 +87,7 @@ func runHelper(ctx context.Context, cfg helperConfig, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	os.Remove(cfg.Control)
-	ctl, err := net.Listen("unix", cfg.Control)
+	ctl, err := net.FileListener(os.NewFile(uintptr(cfg.ControlFD), "control"))
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
@@ -94,23 +96,34 @@ func runHelper(ctx context.Context, cfg helperConfig, log *slog.Logger) error {
 
 	var link *packetConn
 	var ln net.Listener
-	if cfg.Listen != "" {
-		os.Remove(cfg.Listen)
-		if ln, err = net.Listen("unix", cfg.Listen); err != nil {
-			return fmt.Errorf("link socket: %w", err)
-		}
-		defer ln.Close()
-	} else {
-		if link, err = fileLink(int(FDLink), "link"); err != nil {
+	switch cfg.Link {
+	case LinkTap:
+		if link, err = fileLink(cfg.LinkFD, "link"); err != nil {
 			return err
 		}
+	case LinkStream:
+		lf := os.NewFile(uintptr(cfg.LinkFD), "link")
+		c, err := net.FileConn(lf)
+		if err != nil {
+			return fmt.Errorf("link socket: %w", err)
+		}
+		lf.Close()
+		link = streamLink(c)
+	case LinkListen:
+		lf := os.NewFile(uintptr(cfg.LinkFD), "link")
+		if ln, err = net.FileListener(lf); err != nil {
+			return fmt.Errorf("link socket: %w", err)
+		}
+		lf.Close()
+		defer ln.Close()
+	default:
+		return fmt.Errorf("unknown link kind %q", cfg.Link)
 	}
-	ready := os.NewFile(uintptr(FDReady), "ready")
-	if ready != nil {
+	if ready := os.NewFile(uintptr(cfg.ReadyFD), "ready"); ready != nil {
 		ready.Write([]byte{1})
 		ready.Close()
 	}
-	log.Info("network helper serving", "policy", cfg.Policy.String(), "resolvers", cfg.Resolvers)
+	log.Info("network helper serving", "policy", cfg.Policy.String(), "resolvers", cfg.Resolvers, "link", cfg.Link)
 	if ln != nil {
 		c, err := acceptOne(ctx, ln, cfg.AcceptTimeout)
 		ln.Close()

@@ -23,7 +23,12 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/internal/testagent"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 )
+
+// testHelperUID is the unprivileged host uid test helpers run as.
+const testHelperUID = 1_999_000_000
 
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == HelperArg {
@@ -97,6 +102,9 @@ func streamGuest(t *testing.T, conn net.Conn) *guest {
 
 func startHelper(t *testing.T, p Policy, resolver string) (proc.ID, string, string) {
 	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the helper runs confined: needs root")
+	}
 	dir := t.TempDir()
 	// sun_path is short: sockets in a short temp dir.
 	sock, err := os.MkdirTemp("", "bln")
@@ -104,14 +112,16 @@ func startHelper(t *testing.T, p Policy, resolver string) (proc.ID, string, stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sock) })
-	l := Launch{Host: Host{Resolvers: []string{resolver}}, BoxID: "test", Policy: p,
-		Control: filepath.Join(sock, "c"), Listen: filepath.Join(sock, "l"), Log: filepath.Join(dir, "network.log")}
+	l := Launch{Host: Host{Resolvers: []string{resolver}}, BoxID: "test-" + filepath.Base(sock), Policy: p,
+		Control: filepath.Join(sock, "c"), Listen: filepath.Join(sock, "l"), Log: filepath.Join(dir, "network.log"),
+		Stage: testagent.Path(t), UID: testHelperUID}
 	id, err := Start(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		Stop(&id)
+		Release(l.BoxID)
 		if t.Failed() {
 			b, _ := os.ReadFile(l.Log)
 			t.Logf("helper log:\n%s", b)
@@ -126,6 +136,13 @@ func TestHelperStreamLink(t *testing.T) {
 	resolver := upstream(t, map[string]string{"allowed.test": "192.0.2.10"})
 	p, _ := ParsePolicy(true, []string{"allowed.test"})
 	id, control, listen := startHelper(t, p, resolver)
+	// It runs confined: never root, no capabilities, seccomp, its own pid
+	// namespace (it used to run as host root with every capability).
+	if c, err := confine.Inspect(id.PID); err != nil {
+		t.Fatal(err)
+	} else if err := c.Check(testHelperUID); err != nil {
+		t.Errorf("network helper: %v", err)
+	}
 	before := time.Now()
 	conn, err := net.Dial("unix", listen)
 	if err != nil {

@@ -2,7 +2,6 @@ package network
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,12 +9,14 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/confinespec"
+	"github.com/boxlite-ai/boxlite-mcp/internal/cgroups"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 )
 
 // Host is the host-side configuration every engine shares. Zero fields
@@ -46,29 +47,44 @@ type Launch struct {
 	Host
 	BoxID  string
 	Policy Policy
-	// Control is the helper's control socket (see ControlPath).
+	// Control is the helper's control socket (see ControlPath): Start
+	// listens on it and hands the listener to the helper.
 	Control string
-	// Link is the guest's link descriptor (a tap), or
-	Link *os.File
-	// Listen is a unix socket for one stream connection (QEMU's netdev).
+	// The guest's link: a tap (Link), a connected stream socket whose
+	// other end is the VM's (Stream), or a unix socket path the VM connects
+	// to once (Listen; Start listens on it and hands the listener over).
+	Link   *os.File
+	Stream *os.File
 	Listen string
 	// Log receives the helper's log (its stderr).
 	Log string
 	// ReadyTimeout bounds the start (default 10 s).
 	ReadyTimeout time.Duration
+	// Stage is the confine stage (a boxlite-guest binary; see package
+	// sandbox/confine) and UID the unprivileged host uid the helper runs
+	// as. The helper always runs confined.
+	Stage string
+	UID   uint32
 }
 
-// Start spawns the helper, detached (own session: it outlives the server
-// like the box), and returns its identity once it serves. The caller
-// records the identity in the box's handle and kills it with the box. A
-// helper whose box is gone ends by itself: a tap link ends with the box's
-// namespace, a stream link with the VM, and an unused Listen after
-// AcceptTimeout.
+// CgroupName is the name of the cgroup of box id's network helper.
+func CgroupName(boxID string) string { return boxID + ".net" }
+
+// helperLimits bound one helper: its buffers (TCP windows of the box's
+// connections) and threads.
+var helperLimits = cgroups.Limits{MemoryBytes: 512 << 20, PidsMax: 128, CPUWeight: 1}
+
+// Start spawns the helper, confined and detached (own session: it outlives
+// the server like the box), and returns its identity once it serves. The
+// caller records the identity in the box's handle, kills it with the box
+// (Stop) and then releases its cgroup (Release). A helper whose box is gone
+// ends by itself: a tap link ends with the box's namespace, a stream link
+// with the VM, and an unused Listen after AcceptTimeout.
 func Start(ctx context.Context, l Launch) (proc.ID, error) {
-	exe := l.Exe
-	if exe == "" {
+	exePath := l.Exe
+	if exePath == "" {
 		var err error
-		if exe, err = os.Executable(); err != nil {
+		if exePath, err = os.Executable(); err != nil {
 			return proc.ID{}, err
 		}
 	}
@@ -83,42 +99,91 @@ func Start(ctx context.Context, l Launch) (proc.ID, error) {
 			return proc.ID{}, err
 		}
 	}
-	cfg, _ := json.Marshal(helperConfig{BoxID: l.BoxID, Policy: l.Policy, Resolvers: resolvers, Listen: l.Listen,
-		Control: l.Control, AcceptTimeout: 5 * time.Minute})
-	logf, err := os.OpenFile(l.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	open := func(path string) (*os.File, error) {
+		f, err := os.Open(path)
+		if err == nil {
+			files = append(files, f)
+		}
+		return f, err
+	}
+	listen := func(path string) (*os.File, error) {
+		os.Remove(path)
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+		if err != nil {
+			return nil, err
+		}
+		ln.SetUnlinkOnClose(false)
+		f, err := ln.File()
+		ln.Close()
+		if err == nil {
+			files = append(files, f)
+		}
+		return f, err
+	}
+	stage, err := confine.StageBinary(l.Stage)
+	if err != nil {
+		return proc.ID{}, fmt.Errorf("the network helper's confinement stage: %w", err)
+	}
+	files = append(files, stage)
+	exe, err := open(exePath)
+	if err != nil {
+		return proc.ID{}, err
+	}
+	ctl, err := listen(l.Control)
+	if err != nil {
+		return proc.ID{}, fmt.Errorf("network helper control socket: %w", err)
+	}
+	cfg := helperConfig{BoxID: l.BoxID, Policy: l.Policy, Resolvers: resolvers, AcceptTimeout: 5 * time.Minute,
+		ReadyFD: confinespec.PassFD(0), ControlFD: confinespec.PassFD(1), LinkFD: confinespec.PassFD(2)}
+	var link *os.File
+	switch {
+	case l.Link != nil:
+		cfg.Link, link = LinkTap, l.Link
+	case l.Stream != nil:
+		cfg.Link, link = LinkStream, l.Stream
+	case l.Listen != "":
+		cfg.Link = LinkListen
+		if link, err = listen(l.Listen); err != nil {
+			return proc.ID{}, fmt.Errorf("network helper link socket: %w", err)
+		}
+	default:
+		return proc.ID{}, errors.New("network helper: no link")
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	logf, err := os.OpenFile(l.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return proc.ID{}, fmt.Errorf("network helper log: %w", err)
 	}
-	defer logf.Close()
+	files = append(files, logf)
 	logStart, _ := logf.Seek(0, io.SeekEnd)
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return proc.ID{}, err
 	}
-	defer readyR.Close()
-	fds := map[FD]*os.File{FDReady: readyW}
-	if l.Link != nil {
-		fds[FDLink] = l.Link
+	files = append(files, readyR, readyW)
+	// The configuration goes through a pipe: the stage reads its own from
+	// stdin, then the helper reads the rest.
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return proc.ID{}, err
 	}
-	cmd := exec.Command(exe, HelperArg)
-	cmd.Stdin = bytes.NewReader(cfg)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.Dir = "/"
-	cmd.ExtraFiles = files(fds)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
+	files = append(files, cfgR)
+	p, err := confine.Start(confine.Spec{Name: CgroupName(l.BoxID), UID: l.UID, Stage: stage, Exe: exe,
+		Args: []string{"boxlite-net", HelperArg}, Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Pass: []*os.File{readyW, ctl, link}, HostNetwork: true, Hostname: "net-" + l.BoxID,
+		Stdin: cfgR, Stdout: logf, Stderr: logf, Limits: helperLimits})
+	if err != nil {
+		cfgW.Close()
 		return proc.ID{}, fmt.Errorf("starting the network helper: %w", err)
 	}
 	readyW.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the helper whenever it ends
-	id, err := proc.Of(cmd.Process.Pid)
-	if err != nil {
-		cmd.Process.Kill()
-		return proc.ID{}, fmt.Errorf("the network helper vanished as it started: %w", err)
-	}
+	go func() { cfgW.Write(cfgJSON); cfgW.Close() }()
 	ready := make(chan error, 1)
 	go func() {
 		var b [1]byte
@@ -130,16 +195,19 @@ func Start(ctx context.Context, l Launch) (proc.ID, error) {
 		timeout = 10 * time.Second
 	}
 	fail := func(err error) (proc.ID, error) {
-		id.KillGroup()
+		p.Abort()
 		return proc.ID{}, fmt.Errorf("%w%s", err, logTail(l.Log, logStart))
+	}
+	if err := p.Go(); err != nil {
+		return fail(err)
 	}
 	select {
 	case err := <-ready:
 		if err != nil {
 			return fail(errors.New("the network helper exited before it was ready"))
 		}
-		return id, nil
-	case err := <-exited:
+		return p.ID, nil
+	case err := <-p.Exited:
 		return fail(fmt.Errorf("the network helper exited: %v", err))
 	case <-ctx.Done():
 		return fail(ctx.Err())
@@ -148,21 +216,9 @@ func Start(ctx context.Context, l Launch) (proc.ID, error) {
 	}
 }
 
-// files lays out named descriptors as exec.Cmd.ExtraFiles.
-func files(named map[FD]*os.File) []*os.File {
-	n := 0
-	for fd := range named {
-		if fd < FDReady || fd >= fdEnd {
-			panic("network: unknown descriptor")
-		}
-		n = max(n, int(fd-FDReady)+1)
-	}
-	out := make([]*os.File, n)
-	for fd, f := range named {
-		out[fd-FDReady] = f
-	}
-	return out
-}
+// Release removes the cgroup of box id's network helper once it has
+// ended (Stop); it kills anything still in it first.
+func Release(boxID string) error { return confine.Remove(CgroupName(boxID)) }
 
 // logTail is the helper's last log line since offset, as ": line".
 func logTail(path string, offset int64) string {

@@ -3,7 +3,7 @@ package qemu
 import (
 	"context"
 	"net"
-	"path/filepath"
+	"os"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -11,23 +11,31 @@ import (
 )
 
 // RawBootArgs prepares spec's disk and initramfs and returns the QEMU
-// arguments the engine would use, with the console on stdout (benchmarks).
-func RawBootArgs(e *Engine, spec sandbox.Spec, img *image.Image) ([]string, error) {
+// arguments the engine would use unconfined, with the console on stdout,
+// and the descriptors they name (ExtraFiles, in order) (benchmarks).
+func RawBootArgs(e *Engine, spec sandbox.Spec, img *image.Image) ([]string, []*os.File, error) {
 	if err := e.prepareDisk(context.Background(), spec, img); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	initrd, err := e.writeInitrd(spec, img, "serial:"+serialPort)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kvm, _ := e.accel()
-	args := e.commandLine(spec, img, state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}, initrd, filepath.Join(spec.BoxDir, "console.log"))
+	raw := &Engine{cfg: e.cfg, log: e.log}
+	raw.cfg.Unconfined = true
+	st := state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}
+	files, err := openVMFiles(spec, st, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := raw.commandLine(spec, img, st, initrd, files)
 	for i, a := range args {
 		if a == "chardev:con" {
 			args[i] = "stdio"
 		}
 	}
-	return args, nil
+	return args, files.list, nil
 }
 
 // QEMUPath is the QEMU binary the engine runs.

@@ -24,11 +24,15 @@ func TestNetworkArgs(t *testing.T) {
 	}{
 		{"no network", sandbox.Spec{ID: "01abcdefghjkmnpqrstvwxyz01", CPUs: 1, MemoryMiB: 256, Socket: "/run/a.sock"}, ""},
 		{"public", sandbox.Spec{ID: "01abcdefghjkmnpqrstvwxyz01", CPUs: 1, MemoryMiB: 256, Socket: "/run/a.sock", Network: true},
-			"stream,id=net0,server=off,addr.type=unix,addr.path=/run/a.sock.nl"},
+			"stream,id=net0,server=off,addr.type=fd,addr.str=9"},
 		{"allow list, a comma in the path", sandbox.Spec{ID: "01abcdefghjkmnpqrstvwxyz01", CPUs: 1, MemoryMiB: 256, Socket: "/run/a,b.sock",
-			Network: true, NetworkAllow: []string{"pypi.org"}}, "stream,id=net0,server=off,addr.type=unix,addr.path=/run/a,,b.sock.nl"},
+			Network: true, NetworkAllow: []string{"pypi.org"}}, "stream,id=net0,server=off,addr.type=fd,addr.str=9"},
 	} {
-		args := e.commandLine(tc.spec, img, state{Channel: "serial"}, "/initrd", "/console")
+		files := &vmFiles{disk: 0, diskRO: 5, console: 1, qmp: 2, agent: 4, vhost: -1, link: -1}
+		if tc.spec.Network {
+			files.link = 3 // descriptor 3+6 confined
+		}
+		args := e.commandLine(tc.spec, img, state{Channel: "serial"}, "/initrd", files)
 		i := slices.Index(args, "-netdev")
 		switch {
 		case tc.netdv == "" && i >= 0:

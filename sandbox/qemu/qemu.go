@@ -32,6 +32,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
@@ -68,8 +69,12 @@ type Config struct {
 	// the signal is tied to the starting thread, not the whole process.
 	DieWithParent bool
 	// Net is the host side of boxes' networks (see package network).
-	Net    network.Host
-	Logger *slog.Logger
+	Net network.Host
+	// Unconfined runs QEMU as the server's own user (root) without the
+	// confinement of package sandbox/confine. Benchmarks only: it measures
+	// what the confinement costs. A server never sets it.
+	Unconfined bool
+	Logger     *slog.Logger
 }
 
 // Engine is the QEMU engine. It keeps no per-box memory. Safe for concurrent use.
@@ -158,6 +163,8 @@ type state struct {
 	QMP     string  `json:"qmp"`
 	// Net is the box's network helper (boxes with network).
 	Net *proc.ID `json:"net,omitempty"`
+	// Confined says QEMU runs confined, in the cgroup vmmCgroup(box id).
+	Confined bool `json:"confined,omitempty"`
 }
 
 func decodeState(h sandbox.Handle) (state, error) {
@@ -258,15 +265,18 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 		}
 		st.Channel, st.CID, listen = "vsock", cid, fmt.Sprintf("vsock:%d", vsockPort)
 	}
+	var link *os.File
 	if spec.Network {
-		nid, nerr := e.startNetwork(ctx, spec)
+		nid, vmEnd, nerr := e.startNetwork(ctx, spec, img)
 		if nerr != nil {
 			return h, nerr
 		}
-		st.Net = &nid
+		st.Net, link = &nid, vmEnd
+		defer vmEnd.Close()
 		defer func() {
 			if err != nil {
 				network.Stop(&nid)
+				network.Release(spec.ID)
 			}
 		}()
 	}
@@ -274,55 +284,61 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	if err != nil {
 		return h, err
 	}
+	if !e.cfg.Unconfined {
+		// The confined QEMU reads it as the box's uid (it holds the
+		// box's environment: nobody else may).
+		base, err := spec.HostIDBase()
+		if err != nil {
+			return h, err
+		}
+		if err := os.Lchown(initrd, int(base), int(base)); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the initramfs to the VM's uid")
+		}
+		os.Chmod(initrd, 0o400)
+	}
 	consolePath := filepath.Join(spec.BoxDir, "console.log")
-	console, err := os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	console, err := os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the box's console log")
 	}
 	consoleStart, _ := console.Seek(0, 2)
 	fmt.Fprintf(console, "--- boxlite qemu start %s ---\n", time.Now().UTC().Format(time.RFC3339))
 	console.Close()
-	os.Remove(spec.Socket)
-	os.Remove(st.QMP)
+	st.Confined = !e.cfg.Unconfined
+	files, err := openVMFiles(spec, st, link)
+	if err != nil {
+		return h, err
+	}
+	defer files.close()
 
-	args := e.commandLine(spec, img, st, initrd, consolePath)
-	qlog, err := os.OpenFile(filepath.Join(spec.BoxDir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	args := e.commandLine(spec, img, st, initrd, files)
+	qlog, err := os.OpenFile(filepath.Join(spec.BoxDir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return h, err
 	}
 	defer qlog.Close()
-	cmd := exec.Command(e.cfg.QEMU, args...)
-	cmd.Stdout, cmd.Stderr = qlog, qlog
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if e.cfg.DieWithParent {
-		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	v, err := e.spawn(spec, img, st, args, files, initrd, qlog)
+	if err != nil {
+		return h, err
 	}
-	if err := cmd.Start(); err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start qemu")
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // owns Wait: reaps QEMU whenever it ends
+	exited := v.exited
 	defer func() {
 		if err != nil {
-			// Nothing of a failed boot stays running.
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-			}
+			v.abort() // nothing of a failed boot stays running
 			os.Remove(spec.Socket)
 			os.Remove(st.QMP)
 		}
 	}()
-	// Record QEMU's identity before waiting for the agent: a server that
-	// dies during the boot leaves it for the next one's Recover and Destroy
-	// (QEMU's own pid file covers the instant between spawn and record).
-	if st.Proc, err = proc.Of(cmd.Process.Pid); err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the VM process vanished as it started")
-	}
+	// Record QEMU's identity before it runs (a confined QEMU waits for
+	// start): a server that dies during the boot leaves it for the next
+	// one's Recover and Destroy, which also find it by its cgroup.
+	st.Proc = v.id
 	h = encode(st)
 	if err = sandbox.WriteEngineState(spec.BoxDir, h); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot record the box's state on the server's disk")
+	}
+	if err = v.start(); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the VM's QEMU died before it started")
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -362,7 +378,7 @@ func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, st state, err
 }
 
 // commandLine builds QEMU's arguments.
-func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, initrd, console string) []string {
+func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, initrd string, v *vmFiles) []string {
 	appendArgs := "console=ttyS0 reboot=t panic=-1 quiet loglevel=4 rw"
 	if !st.KVM {
 		// Under TCG the kernel's TSC calibration against the PIT fails now
@@ -391,25 +407,33 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		"-M", "microvm", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-smp", strconv.Itoa(max(spec.CPUs, 1)), "-m", strconv.Itoa(spec.MemoryMiB),
 		"-kernel", img.KernelPath(), "-initrd", initrd, "-append", appendArgs,
-		"-chardev", "file,id=con,path=" + console + ",append=on", "-serial", "chardev:con",
-		"-drive", "id=root,file=" + filepath.Join(spec.BoxDir, sandbox.DiskFile) + ",format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
+		// Files and sockets come as descriptors (see vmFiles).
+		"-add-fd", fmt.Sprintf("fd=%d,set=2", e.fdOf(v.console)),
+		"-chardev", "file,id=con,path=/dev/fdset/2,append=on", "-serial", "chardev:con",
+		"-add-fd", fmt.Sprintf("fd=%d,set=1", e.fdOf(v.disk)), "-add-fd", fmt.Sprintf("fd=%d,set=1", e.fdOf(v.diskRO)),
+		"-drive", "id=root,file=/dev/fdset/1,format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
-		"-qmp", "unix:" + st.QMP + ",server=on,wait=off",
-		"-pidfile", filepath.Join(spec.BoxDir, pidFile),
+		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", e.fdOf(v.qmp)), "-mon", "chardev=qmp,mode=control",
+		// QEMU's own filter on top of the confinement's: no obsolete
+		// calls, no privilege changes, no new processes, no affinity or
+		// scheduling changes.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 	}
 	if st.KVM {
 		args = append(args, "-accel", "kvm", "-cpu", "host")
 	} else {
-		args = append(args, "-accel", "tcg,thread=multi", "-cpu", "max")
+		args = append(args, "-accel", fmt.Sprintf("tcg,thread=multi,tb-size=%d", tcgCacheMiB), "-cpu", "max")
 	}
 	if st.Channel == "vsock" {
-		args = append(args, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", st.CID))
+		args = append(args, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d,vhostfd=%d", st.CID, e.fdOf(v.vhost)))
 	} else {
 		args = append(args, "-device", "virtio-serial-device",
-			"-chardev", "socket,id=agent,path="+spec.Socket+",server=on,wait=off",
+			"-chardev", fmt.Sprintf("socket,id=agent,fd=%d,server=on,wait=off", e.fdOf(v.agent)),
 			"-device", "virtserialport,chardev=agent,name="+serialPort)
 	}
-	args = append(args, netArgs(spec)...)
+	if v.link >= 0 {
+		args = append(args, netArgs(e.fdOf(v.link))...)
+	}
 	return args
 }
 
@@ -556,11 +580,18 @@ func pidFileProc(path string) (proc.ID, bool) {
 	return id, true
 }
 
-// killLeftovers kills every live QEMU the box directory records except
-// keep, and returns an error if one survives.
+// killLeftovers kills every live QEMU of the box except keep: those its
+// directory records and everything in its VMM cgroup (a confined QEMU is
+// there from its first instruction); it returns an error if one survives.
 func (e *Engine) killLeftovers(ctx context.Context, spec sandbox.Spec, keep proc.ID) error {
 	var errs []error
-	for _, id := range recorded(spec) {
+	ids := recorded(spec)
+	for _, pid := range confine.Procs(vmmCgroup(spec.ID)) {
+		if id, err := proc.Of(pid); err == nil && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
 		if id == keep {
 			continue
 		}
@@ -597,6 +628,8 @@ func qmpQuit(path string, timeout time.Duration) error {
 
 func cleanup(spec sandbox.Spec, st state) {
 	network.Stop(st.Net)
+	network.Release(spec.ID)
+	confine.Remove(vmmCgroup(spec.ID))
 	os.Remove(spec.Socket)
 	if st.QMP != "" {
 		os.Remove(st.QMP)
