@@ -22,7 +22,8 @@ import (
 const HelperArg = "__boxlite-net"
 
 // FD names a descriptor the engine hands to the helper. The numbers are the
-// contract between Launch and HelperMain; build ExtraFiles with files().
+// contract between Launch and HelperMain; build ExtraFiles with
+// jailspec.ExtraFiles, never by position.
 type FD int
 
 // The helper's inherited descriptors.

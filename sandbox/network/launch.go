@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/jailspec"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 )
 
@@ -105,7 +106,7 @@ func Start(ctx context.Context, l Launch) (proc.ID, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = "/"
-	cmd.ExtraFiles = files(fds)
+	cmd.ExtraFiles = jailspec.ExtraFiles(fdEnd, fds)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		readyW.Close()
@@ -146,22 +147,6 @@ func Start(ctx context.Context, l Launch) (proc.ID, error) {
 	case <-time.After(timeout):
 		return fail(fmt.Errorf("the network helper was not ready in %s", timeout))
 	}
-}
-
-// files lays out named descriptors as exec.Cmd.ExtraFiles.
-func files(named map[FD]*os.File) []*os.File {
-	n := 0
-	for fd := range named {
-		if fd < FDReady || fd >= fdEnd {
-			panic("network: unknown descriptor")
-		}
-		n = max(n, int(fd-FDReady)+1)
-	}
-	out := make([]*os.File, n)
-	for fd, f := range named {
-		out[fd-FDReady] = f
-	}
-	return out
 }
 
 // logTail is the helper's last log line since offset, as ": line".
