@@ -48,13 +48,30 @@ const boxColumns = `id, owner, name, engine, image, status, status_reason, spec,
 const insertColumns = `id, owner, name, engine, image, status, status_reason, spec, engine_state,
 	created_at, updated_at, last_used_at, idle_timeout_s, expires_at`
 
-// freeIDRange is the lowest id range no box holds: 0, or one above a held
-// range whose successor is free. The UNIQUE index and the CHECK make a
-// collision or an exhausted space an error, never a shared range; one
-// INSERT statement is one write transaction, so concurrent inserts (other
-// processes included) serialise on SQLite's write lock.
-const freeIDRange = `(SELECT min(r) FROM (SELECT 0 AS r UNION ALL SELECT id_range + 1 FROM boxes WHERE id_range IS NOT NULL) AS c
-	WHERE NOT EXISTS (SELECT 1 FROM boxes AS b WHERE b.id_range = c.r))`
+// freeIDRange is the lowest id range no box holds. It never visits the
+// rows one by one: with t = max(id_range)+1 (the UNIQUE index's last
+// entry), the ranges are dense when the table holds t rows (count(*) reads
+// the b-tree's pages, not its rows), and the answer is t. Otherwise a
+// binary search finds the first gap below t: [lo, hi) always holds a free
+// range and everything below lo is held; one step counts the index
+// entries in the lower half (held), the next moves lo or hi, so a search
+// reads about t index entries in all. Every row has a range (Insert
+// allocates one, migration 0003 gave the older rows theirs); a row without
+// one could only make the answer a free range above the lowest. The
+// UNIQUE index and the CHECK make a collision or an exhausted space an
+// error, never a shared range; the search runs inside the INSERT
+// statement, one write transaction, so concurrent inserts (other processes
+// included) serialise on SQLite's write lock.
+var freeIDRange = strings.ReplaceAll(`(WITH RECURSIVE
+	top(t) AS (SELECT coalesce(max(id_range), -1) + 1 FROM boxes WHERE id_range IS NOT NULL),
+	gap(lo, hi, held) AS (
+		SELECT 0, t, NULL FROM top WHERE (SELECT count(*) FROM boxes) < t
+		UNION ALL
+		SELECT CASE WHEN held IS NULL OR held < MID - lo THEN lo ELSE MID END,
+			CASE WHEN held IS NOT NULL AND held < MID - lo THEN MID ELSE hi END,
+			CASE WHEN held IS NULL THEN (SELECT count(*) FROM boxes WHERE id_range >= lo AND id_range < MID) END
+		FROM gap WHERE hi - lo > 1)
+	SELECT coalesce((SELECT lo FROM gap WHERE hi - lo = 1), (SELECT t FROM top)))`, "MID", "((lo + hi) / 2)")
 
 // MinPrefix is the shortest id prefix Resolve accepts.
 const MinPrefix = 4
@@ -85,7 +102,7 @@ func (s *Store) InsertAdmitted(ctx context.Context, b *Box, q UsageQuery, admit 
 	if len(b.Spec) == 0 {
 		b.Spec = []byte("{}")
 	}
-	const insert = `INSERT INTO boxes(` + insertColumns + `, id_range) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,` + freeIDRange + `) RETURNING id_range`
+	insert := `INSERT INTO boxes(` + insertColumns + `, id_range) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,` + freeIDRange + `) RETURNING id_range`
 	var err error
 	if admit == nil {
 		// One statement is its own transaction: no BEGIN/COMMIT round trips.

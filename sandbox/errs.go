@@ -18,6 +18,11 @@ var (
 	ErrInternal           = errors.New("internal error")
 )
 
+// ErrNotInBox marks an ErrNotFound about a file or program missing inside
+// the box (not a missing box): errors.Is(err, ErrNotInBox). It is no class
+// of its own.
+var ErrNotInBox = errors.New("no such file or program in the box")
+
 // Error carries a message fit for the user (no host paths, no C return
 // codes) separately from the internal cause, which goes to the logs.
 type Error struct {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
@@ -68,18 +66,18 @@ func TestImageConfigApplies(t *testing.T) {
 		t.Errorf("progress %v refs %v", got, imgs.refs)
 	}
 	var out bytes.Buffer
-	if _, _, err := m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"/bin/sh", "-c", "pwd; id -u; id -g"}},
-		client.ExecIO{Stdout: &out, Stderr: &out}); err != nil || out.String() != wd+"\n65534\n65533\n" {
+	if _, _, err := m.Exec(ctx, "o", b.ID, sandbox.ExecRequest{Argv: []string{"/bin/sh", "-c", "pwd; id -u; id -g"}},
+		sandbox.ExecIO{Stdout: &out, Stderr: &out}); err != nil || out.String() != wd+"\n65534\n65533\n" {
 		t.Errorf("defaults: %q %v", out.String(), err)
 	}
 	out.Reset()
 	root := uint32(0)
-	if _, _, err := m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"sh", "-c", "pwd; id -u"}, Cwd: "/", UID: &root, GID: &root},
-		client.ExecIO{Stdout: &out}); err != nil || out.String() != "/\n0\n" {
+	if _, _, err := m.Exec(ctx, "o", b.ID, sandbox.ExecRequest{Argv: []string{"sh", "-c", "pwd; id -u"}, Cwd: "/", UID: &root, GID: &root},
+		sandbox.ExecIO{Stdout: &out}); err != nil || out.String() != "/\n0\n" {
 		t.Errorf("explicit cwd and user: %q %v", out.String(), err)
 	}
 	p := filepath.Join(wd, "written")
-	if _, _, err := m.WriteFile(ctx, "o", b.ID, wire.WriteFileReq{Path: p, Size: 2}, strings.NewReader("hi")); err != nil {
+	if _, _, err := m.WriteFile(ctx, "o", b.ID, sandbox.WriteFileRequest{Path: p, Size: 2}, strings.NewReader("hi")); err != nil {
 		t.Fatal(err)
 	}
 	if st := lstatOwner(t, p); st != [2]uint32{65534, 65533} {

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
@@ -114,10 +112,10 @@ func leakCheck(t *testing.T) {
 	})
 }
 
-func run(t *testing.T, m *sandbox.Manager, owner, ref, script string) (string, *wire.ExecResult) {
+func run(t *testing.T, m *sandbox.Manager, owner, ref, script string) (string, *sandbox.ExecResult) {
 	t.Helper()
 	var out bytes.Buffer
-	res, _, err := m.Exec(context.Background(), owner, ref, wire.ExecRequest{Argv: []string{"sh", "-c", script}}, client.ExecIO{Stdout: &out, Stderr: &out})
+	res, _, err := m.Exec(context.Background(), owner, ref, sandbox.ExecRequest{Argv: []string{"sh", "-c", script}}, sandbox.ExecIO{Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("exec %q: %v", script, err)
 	}
@@ -139,7 +137,7 @@ func TestCreateExecListDestroy(t *testing.T) {
 		t.Fatalf("exec %q %+v", out, res)
 	}
 	// Another owner can neither see nor use it.
-	if _, _, err := m.Exec(ctx, "bob", b.ID, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{}); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, _, err := m.Exec(ctx, "bob", b.ID, sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{}); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Fatalf("bob exec = %v", err)
 	}
 	if l, _ := m.List(ctx, "bob", ""); len(l) != 0 {
@@ -272,7 +270,7 @@ func TestKilledBoxIsNoticedAndRestarted(t *testing.T) {
 	errc := make(chan error, 1)
 	started := &signalWriter{ch: make(chan struct{})}
 	go func() {
-		_, _, err := m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"sh", "-c", "echo started; sleep 30"}}, client.ExecIO{Stdout: started})
+		_, _, err := m.Exec(ctx, "o", b.ID, sandbox.ExecRequest{Argv: []string{"sh", "-c", "echo started; sleep 30"}}, sandbox.ExecIO{Stdout: started})
 		errc <- err
 	}()
 	select {
@@ -404,7 +402,7 @@ func TestForeignEngineBoxesAreLeftAlone(t *testing.T) {
 	if g, _ := other.Get(ctx, "o", "theirs"); g.Status != sandbox.StatusRunning {
 		t.Fatalf("box is %s after a server without its engine looked at it", g.Status)
 	}
-	_, _, err = other.Exec(ctx, "o", "theirs", wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+	_, _, err = other.Exec(ctx, "o", "theirs", sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{})
 	if !errors.Is(err, sandbox.ErrUnavailable) || !strings.Contains(sandbox.PublicMessage(err), "cannot run") {
 		t.Fatalf("exec through a server without the engine: %v", err)
 	}
@@ -505,7 +503,7 @@ func TestTwoManagersShareBoxes(t *testing.T) {
 	if _, err := m2.Destroy(ctx, "o", b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m1.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{}); !errors.Is(err, sandbox.ErrNotFound) {
+	if _, _, err := m1.Exec(ctx, "o", b.ID, sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{}); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Fatalf("exec via m1 after m2 destroyed: %v", err)
 	}
 }
@@ -515,13 +513,18 @@ func TestAgentErrorsKeepTheirClass(t *testing.T) {
 	ctx := context.Background()
 	m, _ := e.manager()
 	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
-	_, _, err := m.ReadFile(ctx, "o", b.ID, wire.ReadFileReq{Path: "/definitely/missing"}, &bytes.Buffer{})
-	if !errors.Is(err, sandbox.ErrNotFound) || !strings.Contains(sandbox.PublicMessage(err), "/definitely/missing") {
+	_, _, err := m.ReadFile(ctx, "o", b.ID, sandbox.ReadFileRequest{Path: "/definitely/missing"}, &bytes.Buffer{})
+	if !errors.Is(err, sandbox.ErrNotFound) || !errors.Is(err, sandbox.ErrNotInBox) || !strings.Contains(sandbox.PublicMessage(err), "/definitely/missing") {
 		t.Fatalf("read missing = %v", err)
 	}
-	_, _, err = m.Exec(ctx, "o", b.ID, wire.ExecRequest{Argv: []string{"no-such-binary-x"}}, client.ExecIO{})
-	if !errors.Is(err, sandbox.ErrNotFound) {
+	_, _, err = m.Exec(ctx, "o", b.ID, sandbox.ExecRequest{Argv: []string{"no-such-binary-x"}}, sandbox.ExecIO{})
+	if !errors.Is(err, sandbox.ErrNotFound) || !errors.Is(err, sandbox.ErrNotInBox) {
 		t.Fatalf("exec missing binary = %v", err)
+	}
+	// A missing box is not a missing file in it.
+	_, _, err = m.Exec(ctx, "o", "no-such-box", sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{})
+	if !errors.Is(err, sandbox.ErrNotFound) || errors.Is(err, sandbox.ErrNotInBox) {
+		t.Fatalf("exec in a missing box = %v", err)
 	}
 }
 
@@ -632,7 +635,7 @@ func TestAdmission(t *testing.T) {
 	}
 	b := mustCreate(t, m, "o", sandbox.CreateRequest{MemoryMiB: 512}) // a stopped box holds no memory
 	// The stopped box no longer fits beside b.
-	_, _, err = m.Exec(ctx, "o", a.ID, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+	_, _, err = m.Exec(ctx, "o", a.ID, sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{})
 	if !errors.Is(err, sandbox.ErrResourceExhausted) {
 		t.Fatalf("restart over the memory limit: %v", err)
 	}

@@ -7,11 +7,33 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
+// NetworkState is a box's network as its helper reports it.
+type NetworkState struct {
+	Policy         string // the policy, as text
+	Mode           string // off, public or allowlist
+	Sent, Received uint64 // bytes since the box last started
+	// Denied are the refusals asked for, deduplicated; DeniedOmitted is how
+	// many more there were.
+	Denied        []NetworkDenial
+	DeniedOmitted int
+}
+
+// NetworkDenial is a connection or name lookup the box's policy refused.
+type NetworkDenial struct {
+	Host     string
+	Port     uint16
+	Protocol string // tcp, udp or dns
+	Reason   string
+	// Count is how often it was refused; First and Last when.
+	Count       int
+	First, Last time.Time
+}
+
 // NetworkStatus returns the network of box b as its helper reports it:
 // policy, byte counters and the refusals seen since since (the zero time:
 // all it remembers). It is nil for a box without network or whose helper
 // does not answer (a stopped box). It never starts a box.
-func (m *Manager) NetworkStatus(ctx context.Context, b *Box, since time.Time) *network.Status {
+func (m *Manager) NetworkStatus(ctx context.Context, b *Box, since time.Time) *NetworkState {
 	if b == nil || !b.Spec.Network || b.Spec.Socket == "" {
 		return nil
 	}
@@ -24,7 +46,12 @@ func (m *Manager) NetworkStatus(ctx context.Context, b *Box, since time.Time) *n
 		}
 		return nil
 	}
-	return s
+	st := &NetworkState{Policy: s.Policy, Mode: s.Mode, Sent: s.Sent, Received: s.Received, DeniedOmitted: s.DeniedOmitted,
+		Denied: make([]NetworkDenial, 0, len(s.Denied))}
+	for _, d := range s.Denied {
+		st.Denied = append(st.Denied, NetworkDenial{Host: d.Host, Port: d.Port, Protocol: d.Protocol, Reason: d.Reason, Count: d.Count, First: d.First, Last: d.Last})
+	}
+	return st
 }
 
 // NetworkPolicy returns box b's network policy.

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -213,6 +214,9 @@ func (m *Manager) callError(ctx context.Context, id string, c *client.Client, er
 	var werr *wire.Error
 	switch {
 	case errors.As(err, &werr):
+		if werr.Code == wire.CodeNotFound {
+			err = fmt.Errorf("%w: %w", ErrNotInBox, err)
+		}
 		return Wrapf(agentClass(werr.Code), err, "%s", werr.Message)
 	case errors.Is(err, errNoAnswer):
 		m.dropClient(id)
@@ -374,7 +378,7 @@ var errNoAnswer = errors.New("the box did not answer in time")
 
 // Exec runs a program in the box (starting the box if it is stopped).
 // A non-zero exit or a timeout is a normal result.
-func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequest, eio client.ExecIO) (*wire.ExecResult, *Box, error) {
+func (m *Manager) Exec(ctx context.Context, owner, ref string, req ExecRequest, eio ExecIO) (*ExecResult, *Box, error) {
 	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID, &req.Env)
 	if err != nil {
 		return nil, nil, err
@@ -388,17 +392,17 @@ func (m *Manager) Exec(ctx context.Context, owner, ref string, req wire.ExecRequ
 		cctx, cancel := context.WithTimeoutCause(ctx, limit, errNoAnswer)
 		defer cancel()
 		var err error
-		res, err = c.Exec(cctx, req, eio)
+		res, err = c.Exec(cctx, req.wire(), eio.client())
 		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(cctx), errNoAnswer) {
 			return errNoAnswer
 		}
 		return err
 	})
-	return res, b, err
+	return execResult(res), b, err
 }
 
-// WriteFile writes r to path in the box; size is exact or -1.
-func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.WriteFileReq, r io.Reader) (*wire.Result, *Box, error) {
+// WriteFile writes r to path in the box; req.Size is exact or -1.
+func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req WriteFileRequest, r io.Reader) (*FileResult, *Box, error) {
 	ref, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID, nil)
 	if err != nil {
 		return nil, nil, err
@@ -408,23 +412,23 @@ func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req wire.Wri
 		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)
 		defer cancel()
 		var err error
-		res, err = c.WriteFile(cctx, req, r)
+		res, err = c.WriteFile(cctx, req.wire(), r)
 		return noAnswer(ctx, cctx, err)
 	})
-	return res, b, err
+	return fileResult(res), b, err
 }
 
 // ReadFile copies a file from the box into w.
-func (m *Manager) ReadFile(ctx context.Context, owner, ref string, req wire.ReadFileReq, w io.Writer) (*wire.Result, *Box, error) {
+func (m *Manager) ReadFile(ctx context.Context, owner, ref string, req ReadFileRequest, w io.Writer) (*FileResult, *Box, error) {
 	var res *wire.Result
 	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
 		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)
 		defer cancel()
 		var err error
-		res, err = c.ReadFile(cctx, req, w)
+		res, err = c.ReadFile(cctx, req.wire(), w)
 		return noAnswer(ctx, cctx, err)
 	})
-	return res, b, err
+	return fileResult(res), b, err
 }
 
 // noAnswer turns an expired host-side deadline into errNoAnswer.

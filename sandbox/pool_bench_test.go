@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
@@ -89,7 +87,7 @@ func createFirstPrint(b *testing.B, m *sandbox.Manager, req sandbox.CreateReques
 		b.Fatal(err)
 	}
 	var out bytes.Buffer
-	res, _, err := m.RunSession(ctx, "bench", box.ID, wire.SessionRequest{Name: sandbox.DefaultSession, Language: wire.LangPython}, "print(1)", client.SessionIO{Stdout: &out})
+	res, _, err := m.RunSession(ctx, "bench", box.ID, sandbox.SessionRequest{Name: sandbox.DefaultSession, Language: sandbox.LangPython}, "print(1)", sandbox.SessionIO{Stdout: &out})
 	d := time.Since(t)
 	if err != nil || res.Error != nil || out.String() != "1\n" {
 		b.Fatalf("print(1): %q, %+v, %v", out.String(), res, err)

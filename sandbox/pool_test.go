@@ -140,7 +140,7 @@ func TestPoolClaimAndRefill(t *testing.T) {
 		t.Fatalf("env in a claimed box, second run: %q", out)
 	}
 	var out bytesBuf
-	if _, _, err := m.Exec(context.Background(), "alice", "web", wire.ExecRequest{Argv: []string{"sh", "-c", `echo "$GREETING"`}, Env: []string{"GREETING=run"}}, client.ExecIO{Stdout: &out}); err != nil || out.String() != "run\n" {
+	if _, _, err := m.Exec(context.Background(), "alice", "web", sandbox.ExecRequest{Argv: []string{"sh", "-c", `echo "$GREETING"`}, Env: []string{"GREETING=run"}}, sandbox.ExecIO{Stdout: &out}); err != nil || out.String() != "run\n" {
 		t.Fatalf("a run's own env must win: %q, %v", out.String(), err)
 	}
 	if l, _ := m.List(context.Background(), "alice", ""); len(l) != 1 || l[0].ID != b.ID {
@@ -328,7 +328,7 @@ func TestPooledBoxesInvisible(t *testing.T) {
 			calls := map[string]func() error{
 				"get": func() error { _, err := m.Get(ctx, owner, ref); return err },
 				"exec": func() error {
-					_, _, err := m.Exec(ctx, owner, ref, wire.ExecRequest{Argv: []string{"true"}}, client.ExecIO{})
+					_, _, err := m.Exec(ctx, owner, ref, sandbox.ExecRequest{Argv: []string{"true"}}, sandbox.ExecIO{})
 					return err
 				},
 				"stop":    func() error { _, err := m.Stop(ctx, owner, ref); return err },

@@ -28,7 +28,7 @@ const (
 // its state between calls and across server restarts, until the box
 // stops. An exception, a timeout (which interrupts the code, keeping the
 // session's state) and an interpreter's death are normal results.
-func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.SessionRequest, code string, sio client.SessionIO) (*wire.SessionResult, *Box, error) {
+func (m *Manager) RunSession(ctx context.Context, owner, ref string, req SessionRequest, code string, sio SessionIO) (*SessionResult, *Box, error) {
 	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, nil, nil, &req.Env)
 	if err != nil {
 		return nil, nil, err
@@ -49,9 +49,10 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.Se
 		var last atomic.Int64
 		last.Store(time.Now().UnixNano())
 		seen := func() { last.Store(time.Now().UnixNano()) }
-		sio.Stdout, sio.Stderr = activity{sio.Stdout, seen}, activity{sio.Stderr, seen}
-		if out := sio.Output; out != nil {
-			sio.Output = func(h wire.OutputHeader, data []byte) { seen(); out(h, data) }
+		cio := sio.client()
+		cio.Stdout, cio.Stderr = activity{cio.Stdout, seen}, activity{cio.Stderr, seen}
+		if out := cio.Output; out != nil {
+			cio.Output = func(h wire.OutputHeader, data []byte) { seen(); out(h, data) }
 		}
 		done := make(chan struct{})
 		defer close(done)
@@ -71,7 +72,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.Se
 			}
 		}()
 		var err error
-		res, err = c.RunSession(cctx, req, code, sio)
+		res, err = c.RunSession(cctx, req.wire(), code, cio)
 		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
 			return errNoAnswer
 		}
@@ -80,7 +81,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req wire.Se
 	if errors.Is(err, errTooOld) {
 		return nil, b, Errorf(ErrFailedPrecondition, "this box's guest agent (version %s) is too old for interpreter sessions; rebuild the image (boxlite-mcp image build) and restart the box, or run with fresh: true", agentVersion)
 	}
-	return res, b, err
+	return sessionResult(res), b, err
 }
 
 var errTooOld = errors.New("guest agent too old for sessions")

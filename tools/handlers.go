@@ -17,7 +17,6 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
@@ -149,7 +148,7 @@ func (s *Server) writeFile(ctx context.Context, req mcp.CallToolRequest, in Writ
 		}
 		mode = fs.FileMode(v)
 	}
-	res, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, wire.WriteFileReq{Path: in.Path, Mode: mode, Size: int64(len(data))}, bytes.NewReader(data))
+	res, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, sandbox.WriteFileRequest{Path: in.Path, Mode: mode, Size: int64(len(data))}, bytes.NewReader(data))
 	if err != nil {
 		return s.toolError(ctx, "write_file", err), nil
 	}
@@ -172,11 +171,11 @@ func (s *Server) readFile(ctx context.Context, req mcp.CallToolRequest, in ReadF
 		return invalid("max_bytes must be between 1 and %d (got %d)", MaxReadBytes, in.MaxBytes), nil
 	}
 	buf := limitBuffer{limit: int(limit)}
-	res, _, err := s.m.ReadFile(ctx, Owner(ctx), in.Box, wire.ReadFileReq{Path: in.Path, MaxBytes: limit}, &buf)
+	res, _, err := s.m.ReadFile(ctx, Owner(ctx), in.Box, sandbox.ReadFileRequest{Path: in.Path, MaxBytes: limit}, &buf)
 	if err != nil {
 		return s.toolError(ctx, "read_file", err), nil
 	}
-	data, truncated := buf.Bytes(), res.Truncate || buf.over
+	data, truncated := buf.Bytes(), res.Truncated || buf.over
 	if truncated {
 		data = []byte(trimPartial(string(data)))
 	}

@@ -15,8 +15,6 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
@@ -103,13 +101,12 @@ func (s *Server) withCreateProgress(ctx context.Context, req mcp.CallToolRequest
 // box for the interpreter alone, with the run's environment (its PATH),
 // from / where no working directory can be missing.
 func (s *Server) interpreterMissing(ctx context.Context, box, prog string, env []string, err error) *mcp.CallToolResult {
-	var werr *wire.Error
-	if !errors.Is(err, sandbox.ErrNotFound) || !errors.As(err, &werr) || werr.Code != wire.CodeNotFound {
+	if !errors.Is(err, sandbox.ErrNotInBox) {
 		return nil
 	}
 	root := uint32(0)
-	_, b, perr := s.m.Exec(ctx, Owner(ctx), box, wire.ExecRequest{Argv: []string{prog, "--version"}, Env: env, Cwd: "/", UID: &root, GID: &root, TimeoutMs: 10_000, OutputLimit: 1024}, client.ExecIO{})
-	if perr == nil || !errors.As(perr, &werr) || werr.Code != wire.CodeNotFound {
+	_, b, perr := s.m.Exec(ctx, Owner(ctx), box, sandbox.ExecRequest{Argv: []string{prog, "--version"}, Env: env, Cwd: "/", UID: &root, GID: &root, TimeoutMs: 10_000, OutputLimit: 1024}, sandbox.ExecIO{})
+	if !errors.Is(perr, sandbox.ErrNotInBox) {
 		return nil
 	}
 	img := ""

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"github.com/boxlite-ai/boxlite-mcp/internal/names"
 	"path"
 	"sort"
 	"strings"
@@ -17,8 +16,9 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/internal/names"
+
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // interpreters maps run_code languages to the program, its inline-code
@@ -59,14 +59,14 @@ func (s *Server) runCode(ctx context.Context, req mcp.CallToolRequest, in RunCod
 	var cleanup string
 	if len(in.Code) > inlineLimit {
 		p := "/tmp/.boxlite-run-" + rand.Text() + it.ext
-		if _, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, wire.WriteFileReq{Path: p, Mode: 0o600, Size: int64(len(in.Code))}, strings.NewReader(in.Code)); err != nil {
+		if _, _, err := s.m.WriteFile(ctx, Owner(ctx), in.Box, sandbox.WriteFileRequest{Path: p, Mode: 0o600, Size: int64(len(in.Code))}, strings.NewReader(in.Code)); err != nil {
 			return s.toolError(ctx, "run_code", err), nil
 		}
 		argv, cleanup = []string{it.argv[0], p}, p
 	}
 	res := s.run(ctx, req, "run_code", in.Box, argv, in.TimeoutSeconds, in.Stdin, in.Env, in.Cwd)
 	if cleanup != "" {
-		s.m.Exec(context.WithoutCancel(ctx), Owner(ctx), in.Box, wire.ExecRequest{Argv: []string{"rm", "-f", cleanup}, TimeoutMs: 10_000}, client.ExecIO{})
+		s.m.Exec(context.WithoutCancel(ctx), Owner(ctx), in.Box, sandbox.ExecRequest{Argv: []string{"rm", "-f", cleanup}, TimeoutMs: 10_000}, sandbox.ExecIO{})
 	}
 	return res, nil
 }
@@ -200,9 +200,9 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 	for _, k := range keys {
 		envList = append(envList, k+"="+env[k])
 	}
-	er := wire.ExecRequest{Argv: argv, Env: envList, Cwd: cwd, Stdin: []byte(stdin), TimeoutMs: int64(timeoutSecs) * 1000, OutputLimit: s.cfg.OutputLimit}
+	er := sandbox.ExecRequest{Argv: argv, Env: envList, Cwd: cwd, Stdin: []byte(stdin), TimeoutMs: int64(timeoutSecs) * 1000, OutputLimit: s.cfg.OutputLimit}
 	stdout, stderr := outBuffer{limit: int(s.cfg.OutputLimit)}, outBuffer{limit: int(s.cfg.OutputLimit)}
-	var res *wire.ExecResult
+	var res *sandbox.ExecResult
 	err := s.withProgress(ctx, req, "running", func(setMsg func(string)) error {
 		var err error
 		stop := make(chan struct{})
@@ -217,7 +217,7 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 				}
 			}
 		}()
-		res, _, err = s.m.Exec(ctx, Owner(ctx), box, er, client.ExecIO{Stdout: &stdout, Stderr: &stderr})
+		res, _, err = s.m.Exec(ctx, Owner(ctx), box, er, sandbox.ExecIO{Stdout: &stdout, Stderr: &stderr})
 		return err
 	})
 	if err != nil {
@@ -233,7 +233,7 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 
 // runResult builds the result of a run: structuredContent carries the
 // output up to dataBudget, the text repeats it up to textBudget.
-func runResult(res *wire.ExecResult, stdout, stderr *outBuffer, timeoutSecs int) *mcp.CallToolResult {
+func runResult(res *sandbox.ExecResult, stdout, stderr *outBuffer, timeoutSecs int) *mcp.CallToolResult {
 	so, soTotal := stdout.raw()
 	se, seTotal := stderr.raw()
 	soTotal, seTotal = max(res.StdoutBytes, soTotal), max(res.StderrBytes, seTotal)

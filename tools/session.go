@@ -14,14 +14,13 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // DefaultSession is the session run_code uses when none is named.
 const DefaultSession = "default"
 
-// sessionPattern is what a session name may be (wire.ValidSessionName).
+// sessionPattern is what a session name may be (sandbox.ValidSessionName).
 const sessionPattern = `^[a-z0-9_-]{1,32}$`
 
 // Budgets of a session result, encoded (output.go's units).
@@ -40,7 +39,7 @@ func (s *Server) runCodeTool(ctx context.Context, req mcp.CallToolRequest, in Ru
 	if lang == "" {
 		lang = "python"
 	}
-	sessionLang := lang == wire.LangPython || lang == wire.LangJavaScript
+	sessionLang := lang == sandbox.LangPython || lang == sandbox.LangJavaScript
 	if in.Fresh || !sessionLang {
 		if in.Session != "" || in.Reset {
 			why := "fresh is set"
@@ -65,7 +64,7 @@ func (s *Server) runSession(ctx context.Context, req mcp.CallToolRequest, in Run
 	if name == "" {
 		name = DefaultSession
 	}
-	if !wire.ValidSessionName(name) {
+	if !sandbox.ValidSessionName(name) {
 		return invalid("session name %q is not valid: 1 to 32 of a-z, 0-9, _ and -", name)
 	}
 	if in.Stdin != "" {
@@ -87,13 +86,13 @@ func (s *Server) runSession(ctx context.Context, req mcp.CallToolRequest, in Run
 	if timeoutSecs < 1 || timeoutSecs > MaxTimeoutSecs {
 		return invalid("timeout_seconds must be between 1 and %d (got %d)", MaxTimeoutSecs, timeoutSecs)
 	}
-	sr := wire.SessionRequest{Name: name, Language: lang, TimeoutMs: int64(timeoutSecs) * 1000, Reset: in.Reset, Cwd: in.Cwd, OutputLimit: s.cfg.OutputLimit}
+	sr := sandbox.SessionRequest{Name: name, Language: lang, TimeoutMs: int64(timeoutSecs) * 1000, Reset: in.Reset, Cwd: in.Cwd, OutputLimit: s.cfg.OutputLimit}
 	for _, k := range sortedKeys(in.Env) {
 		sr.Env = append(sr.Env, k+"="+in.Env[k])
 	}
 	stdout, stderr := outBuffer{limit: int(s.cfg.OutputLimit)}, outBuffer{limit: int(s.cfg.OutputLimit)}
 	var outs outputList
-	var res *wire.SessionResult
+	var res *sandbox.SessionResult
 	err := s.withProgress(ctx, req, "running", func(setMsg func(string)) error {
 		stop := make(chan struct{})
 		defer close(stop)
@@ -108,7 +107,7 @@ func (s *Server) runSession(ctx context.Context, req mcp.CallToolRequest, in Run
 			}
 		}()
 		var err error
-		res, _, err = s.m.RunSession(ctx, Owner(ctx), in.Box, sr, in.Code, client.SessionIO{Stdout: &stdout, Stderr: &stderr, Output: outs.add})
+		res, _, err = s.m.RunSession(ctx, Owner(ctx), in.Box, sr, in.Code, sandbox.SessionIO{Stdout: &stdout, Stderr: &stderr, Output: outs.add})
 		return err
 	})
 	if err != nil {
@@ -132,20 +131,20 @@ func sortedKeys(m map[string]string) []string {
 // outputList collects a call's rich outputs (the client bounds each).
 type outputList struct {
 	mu     sync.Mutex
-	items  []wire.OutputHeader
+	items  []sandbox.Output
 	data   [][]byte
 	result *string
 }
 
-func (l *outputList) add(h wire.OutputHeader, data []byte) {
+func (l *outputList) add(h sandbox.Output, data []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if h.Kind == wire.OutputResult && h.Mime == "text/plain" && l.result == nil {
+	if h.Kind == sandbox.OutputResult && h.Mime == "text/plain" && l.result == nil {
 		v := string(data)
 		l.result = &v
 		return
 	}
-	if len(l.items) >= wire.MaxOutputs {
+	if len(l.items) >= sandbox.MaxOutputs {
 		return
 	}
 	l.items = append(l.items, h)
@@ -162,12 +161,12 @@ func isTextMime(mime string) bool {
 // the text within dataBudget (a third of it when there are images, which
 // get the rest, each as image content); the text content repeats within
 // textBudget.
-func sessionResult(res *wire.SessionResult, name, lang string, stdout, stderr *outBuffer, outs *outputList, timeoutSecs int) *mcp.CallToolResult {
+func sessionResult(res *sandbox.SessionResult, name, lang string, stdout, stderr *outBuffer, outs *outputList, timeoutSecs int) *mcp.CallToolResult {
 	outs.mu.Lock()
 	defer outs.mu.Unlock()
 	textShare := dataBudget
 	for _, h := range outs.items {
-		if wire.IsImage(h.Mime) {
+		if sandbox.IsImage(h.Mime) {
 			textShare = textShareWithImages
 			break
 		}
@@ -206,9 +205,9 @@ func sessionResult(res *wire.SessionResult, name, lang string, stdout, stderr *o
 		data := outs.data[i]
 		o := OutputOut{Mime: h.Mime, Bytes: int64(len(data))}
 		switch {
-		case wire.IsImage(h.Mime):
+		case sandbox.IsImage(h.Mime):
 			b64 := base64.StdEncoding.EncodeToString(data)
-			if len(images) < wire.MaxImages && len(b64) <= imageLeft {
+			if len(images) < sandbox.MaxImages && len(b64) <= imageLeft {
 				imageLeft -= len(b64)
 				images = append(images, mcp.NewImageContent(b64, h.Mime))
 				o.Image = len(images)
@@ -235,7 +234,7 @@ func sessionResult(res *wire.SessionResult, name, lang string, stdout, stderr *o
 	return r
 }
 
-func renderSession(o RunCodeOut, res *wire.SessionResult, timeoutSecs int) string {
+func renderSession(o RunCodeOut, res *sandbox.SessionResult, timeoutSecs int) string {
 	var b strings.Builder
 	switch {
 	case res.Ended != "":
@@ -305,7 +304,7 @@ func renderSession(o RunCodeOut, res *wire.SessionResult, timeoutSecs int) strin
 		fmt.Fprintf(&b, "(output over the server's limits: returned %d of %d stdout bytes and %d of %d stderr bytes",
 			o.StdoutBytes-o.StdoutDropped, o.StdoutBytes, o.StderrBytes-o.StderrDropped, o.StderrBytes)
 		if res.OutputsDropped > 0 {
-			fmt.Fprintf(&b, "; %d outputs dropped in the box (over %d images or %d MiB per image)", res.OutputsDropped, wire.MaxImages, wire.MaxImageBytes>>20)
+			fmt.Fprintf(&b, "; %d outputs dropped in the box (over %d images or %d MiB per image)", res.OutputsDropped, sandbox.MaxImages, sandbox.MaxImageBytes>>20)
 		}
 		b.WriteString(")\n")
 	}

@@ -28,8 +28,8 @@ var Version = "0.1.0"
 
 // Config configures the MCP server. Zero fields take defaults.
 type Config struct {
-	// Manager runs the boxes (required).
-	Manager *sandbox.Manager
+	// Manager runs the boxes (required): a *sandbox.Manager.
+	Manager Manager
 	// OutputLimit caps stdout+stderr returned by one run (default 1 MiB).
 	OutputLimit int64
 	// ProgressEvery is the interval of progress notifications (default 1 s).
@@ -40,7 +40,7 @@ type Config struct {
 // Server holds the tool handlers.
 type Server struct {
 	cfg Config
-	m   *sandbox.Manager
+	m   Manager
 	log *slog.Logger
 }
 

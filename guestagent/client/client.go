@@ -212,23 +212,51 @@ type ExecIO struct {
 // with ctx's error, or only the error if the agent did not confirm in time.
 func (c *Client) Exec(ctx context.Context, req wire.ExecRequest, eio ExecIO) (*wire.ExecResult, error) {
 	req.StdinStream = eio.Stdin != nil
-	s, err := c.start(ctx, &wire.Request{Op: wire.OpExec, Exec: &req})
+	res, err := c.streamCall(ctx, streamed{req: &wire.Request{Op: wire.OpExec, Exec: &req}, what: "exec", grace: cancelGrace,
+		in: eio.Stdin, inFrame: wire.FrameStdin, stdout: eio.Stdout, stderr: eio.Stderr})
+	var out *wire.ExecResult
+	if res != nil {
+		out = res.Exec
+	}
+	return finish(ctx, out, err, "exec")
+}
+
+// streamed is a call whose input and output stream as frames: exec and
+// session calls.
+type streamed struct {
+	req  *wire.Request
+	what string // the call, for errors
+	// grace is how long a cancelled call waits for the agent's result.
+	grace time.Duration
+	// in, when set, is sent as inFrame frames, then an EOF frame.
+	in      io.Reader
+	inFrame wire.FrameType
+	// stdout and stderr receive the output frames (nil: discarded); other,
+	// when set, any other frame before the result.
+	stdout, stderr io.Writer
+	other          func(wire.Frame) error
+}
+
+// streamCall runs a streamed call: one frame loop for every such call. A
+// cancelled ctx sends a cancel frame and waits up to grace for the result.
+func (c *Client) streamCall(ctx context.Context, call streamed) (*wire.Result, error) {
+	s, err := c.start(ctx, call.req)
 	if err != nil {
 		return nil, err
 	}
 	defer s.st.Close()
 	stop := context.AfterFunc(ctx, func() {
 		s.write(wire.FrameCancel, nil)
-		s.st.SetReadDeadline(time.Now().Add(cancelGrace))
+		s.st.SetReadDeadline(time.Now().Add(call.grace))
 	})
 	defer stop()
-	if eio.Stdin != nil {
+	if call.in != nil {
 		go func() {
 			buf := make([]byte, wire.ChunkSize)
 			for {
-				n, err := eio.Stdin.Read(buf)
+				n, err := call.in.Read(buf)
 				if n > 0 {
-					if s.write(wire.FrameStdin, buf[:n]) != nil {
+					if s.write(call.inFrame, buf[:n]) != nil {
 						return
 					}
 				}
@@ -239,26 +267,33 @@ func (c *Client) Exec(ctx context.Context, req wire.ExecRequest, eio ExecIO) (*w
 			}
 		}()
 	}
-	stdout, stderr := orDiscard(eio.Stdout), orDiscard(eio.Stderr)
-	res, err := s.readResult(ctx, func(f wire.Frame) error {
-		switch f.Type {
-		case wire.FrameStdout:
+	stdout, stderr := orDiscard(call.stdout), orDiscard(call.stderr)
+	return s.readResult(ctx, func(f wire.Frame) error {
+		switch {
+		case f.Type == wire.FrameStdout:
 			stdout.Write(f.Payload)
-		case wire.FrameStderr:
+		case f.Type == wire.FrameStderr:
 			stderr.Write(f.Payload)
+		case call.other != nil:
+			return call.other(f)
 		default:
-			return fmt.Errorf("%w: unexpected %s frame during exec", wire.ErrBadFrame, f.Type)
+			return fmt.Errorf("%w: unexpected %s frame during %s", wire.ErrBadFrame, f.Type, call.what)
 		}
 		return nil
 	})
-	if res != nil && res.Exec != nil {
+}
+
+// finish returns a streamed call's result, with ctx's error when the call
+// was cancelled (the result then says so), or err when there is none.
+func finish[T any](ctx context.Context, res *T, err error, what string) (*T, error) {
+	if res != nil {
 		if ctx.Err() != nil {
-			return res.Exec, context.Cause(ctx)
+			return res, context.Cause(ctx)
 		}
-		return res.Exec, nil
+		return res, nil
 	}
 	if err == nil {
-		err = fmt.Errorf("%w: exec result without exec data", wire.ErrBadFrame)
+		err = fmt.Errorf("%w: %s result without %s data", wire.ErrBadFrame, what, what)
 	}
 	return nil, err
 }

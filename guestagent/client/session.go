@@ -43,80 +43,48 @@ func (c *Client) RunSession(ctx context.Context, req wire.SessionRequest, code s
 			ErrNoSessions, c.hello.AgentVersion)
 	}
 	req.CodeBytes = int64(len(code))
-	s, err := c.start(ctx, &wire.Request{Op: wire.OpSession, Session: &req})
-	if err != nil {
-		return nil, err
-	}
-	defer s.st.Close()
-	stop := context.AfterFunc(ctx, func() {
-		s.write(wire.FrameCancel, nil)
-		s.st.SetReadDeadline(time.Now().Add(sessionCancelGrace))
-	})
-	defer stop()
-	go func() {
-		r := strings.NewReader(code)
-		buf := make([]byte, wire.ChunkSize)
-		for {
-			n, _ := r.Read(buf)
-			if n == 0 {
-				break
-			}
-			if s.write(wire.FrameData, buf[:n]) != nil {
-				return
-			}
-		}
-		s.write(wire.FrameEOF, nil)
-	}()
-	stdout, stderr := orDiscard(sio.Stdout), orDiscard(sio.Stderr)
 	var (
 		pending *wire.OutputHeader
 		data    []byte
 	)
-	res, err := s.readResult(ctx, func(f wire.Frame) error {
-		switch f.Type {
-		case wire.FrameStdout:
-			stdout.Write(f.Payload)
-		case wire.FrameStderr:
-			stderr.Write(f.Payload)
-		case wire.FrameOutput:
-			if pending != nil {
-				return fmt.Errorf("%w: output frame inside an output", wire.ErrBadFrame)
+	res, err := c.streamCall(ctx, streamed{req: &wire.Request{Op: wire.OpSession, Session: &req}, what: "session", grace: sessionCancelGrace,
+		in: strings.NewReader(code), inFrame: wire.FrameData, stdout: sio.Stdout, stderr: sio.Stderr,
+		other: func(f wire.Frame) error {
+			switch f.Type {
+			case wire.FrameOutput:
+				if pending != nil {
+					return fmt.Errorf("%w: output frame inside an output", wire.ErrBadFrame)
+				}
+				var h wire.OutputHeader
+				if err := wire.DecodeJSON(f, wire.FrameOutput, &h); err != nil {
+					return err
+				}
+				if err := h.Validate(); err != nil {
+					return err
+				}
+				pending, data = &h, make([]byte, 0, h.Size)
+			case wire.FrameData:
+				if pending == nil || int64(len(data)+len(f.Payload)) > pending.Size {
+					return fmt.Errorf("%w: output data beyond its header", wire.ErrBadFrame)
+				}
+				data = append(data, f.Payload...)
+			default:
+				return fmt.Errorf("%w: unexpected %s frame during a session call", wire.ErrBadFrame, f.Type)
 			}
-			var h wire.OutputHeader
-			if err := wire.DecodeJSON(f, wire.FrameOutput, &h); err != nil {
-				return err
+			if pending != nil && int64(len(data)) == pending.Size {
+				if sio.Output != nil {
+					sio.Output(*pending, data)
+				}
+				pending, data = nil, nil
 			}
-			if err := h.Validate(); err != nil {
-				return err
-			}
-			pending, data = &h, make([]byte, 0, h.Size)
-		case wire.FrameData:
-			if pending == nil || int64(len(data)+len(f.Payload)) > pending.Size {
-				return fmt.Errorf("%w: output data beyond its header", wire.ErrBadFrame)
-			}
-			data = append(data, f.Payload...)
-		default:
-			return fmt.Errorf("%w: unexpected %s frame during a session call", wire.ErrBadFrame, f.Type)
-		}
-		if pending != nil && int64(len(data)) == pending.Size {
-			if sio.Output != nil {
-				sio.Output(*pending, data)
-			}
-			pending, data = nil, nil
-		}
-		return nil
-	})
-	if res != nil && res.Session != nil {
-		if pending != nil {
-			return nil, fmt.Errorf("%w: result inside an output", wire.ErrBadFrame)
-		}
-		if ctx.Err() != nil {
-			return res.Session, context.Cause(ctx)
-		}
-		return res.Session, nil
+			return nil
+		}})
+	var out *wire.SessionResult
+	if res != nil {
+		out = res.Session
 	}
-	if err == nil {
-		err = fmt.Errorf("%w: session result without session data", wire.ErrBadFrame)
+	if out != nil && pending != nil {
+		return nil, fmt.Errorf("%w: result inside an output", wire.ErrBadFrame)
 	}
-	return nil, err
+	return finish(ctx, out, err, "session")
 }

@@ -4,7 +4,10 @@
 // by name. Both sides import it; it imports nothing of ours.
 package jailspec
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
 // FD names a descriptor the engine hands to the agent.
 type FD int
@@ -26,17 +29,24 @@ var Setup = []FD{FDSync, FDExe}
 
 // Files lays out named descriptors as exec.Cmd.ExtraFiles: descriptor fd is
 // entry fd-3; descriptors not given are left closed in the child.
-func Files(named map[FD]*os.File) []*os.File {
+func Files(named map[FD]*os.File) []*os.File { return ExtraFiles(fdEnd, named) }
+
+// ExtraFiles lays out named descriptors, numbered from 3 and below end, as
+// exec.Cmd.ExtraFiles (entry fd-3); descriptors not given are left closed
+// in the child. It panics on a number outside [3, end): a programming
+// error. Every host process started with named descriptors uses it (the
+// jail here, the network helper too).
+func ExtraFiles[T ~int](end T, named map[T]*os.File) []*os.File {
 	n := 0
 	for fd := range named {
-		if fd < FDListener || fd >= fdEnd {
-			panic("jailspec: unknown descriptor")
+		if fd < 3 || fd >= end {
+			panic(fmt.Sprintf("jailspec: descriptor %d outside [3, %d)", int(fd), int(end)))
 		}
-		n = max(n, int(fd-FDListener)+1)
+		n = max(n, int(fd)-2)
 	}
 	files := make([]*os.File, n)
 	for fd, f := range named {
-		files[fd-FDListener] = f
+		files[fd-3] = f
 	}
 	return files
 }

@@ -15,3 +15,18 @@ func TestFilesByName(t *testing.T) {
 		t.Fatal("descriptor numbers changed: old agents in built images expect these")
 	}
 }
+
+// TestExtraFilesRefusesUnknownNumbers: a descriptor outside the contract's
+// range is a programming error, never a silently shifted slice.
+func TestExtraFilesRefusesUnknownNumbers(t *testing.T) {
+	for _, fd := range []FD{0, 2, fdEnd, fdEnd + 5} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("descriptor %d accepted", fd)
+				}
+			}()
+			ExtraFiles(fdEnd, map[FD]*os.File{fd: os.Stdin})
+		}()
+	}
+}

@@ -1,6 +1,7 @@
 // Package deps holds the test that enforces the import direction drawn in
 // docs/ARCHITECTURE.md: cmd → tools → sandbox → {persist, guestagent/wire,
-// guestagent/client}; persist and guestagent/wire import nothing of ours;
+// guestagent/client}; tools reach the guest only through sandbox's own
+// types; persist and guestagent/wire import nothing of ours;
 // the guest agent imports no host package; engines never touch SQL.
 package deps
 
@@ -35,6 +36,7 @@ var rules = []struct {
 	{"sandbox/image", []string{"persist", "tools"}, "images know nothing of boxes' records or MCP"},
 	{"sandbox", []string{"tools", "internal/cli"}, "the manager knows nothing of MCP or the CLI"},
 	{"tools", []string{"persist", "internal/cli", "sandbox/jail", "sandbox/qemu", "sandbox/krun"}, "tools talk to the manager only, never to SQL or an engine"},
+	{"tools", []string{"guestagent"}, "the guest protocol is not the manager's API: tools use sandbox's own request and result types"},
 	{"internal/inroot", []string{""}, "a leaf used by both sides"},
 	{"internal/idshift", []string{""}, "a leaf"},
 	{"guestagent/jailspec", []string{""}, "the jail contract is a leaf both sides import"},

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
@@ -85,7 +83,7 @@ func BenchmarkPythonPrint(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Destroy(context.Background(), "bench", box.ID)
-	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}}
+	req := sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}}
 	bench.Compare(b, 25,
 		bench.Case{Name: "baseline", Op: bench.Timed(func(b *testing.B) {
 			if out, err := exec.Command("/usr/bin/python3", "-c", "print(1)").Output(); err != nil || string(out) != "1\n" {
@@ -94,7 +92,7 @@ func BenchmarkPythonPrint(b *testing.B) {
 		})},
 		bench.Case{Name: "manager", Op: bench.Timed(func(b *testing.B) {
 			var out bytes.Buffer
-			if _, _, err := m.Exec(context.Background(), "bench", box.ID, req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
+			if _, _, err := m.Exec(context.Background(), "bench", box.ID, req, sandbox.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
 				b.Fatal(err)
 			}
 		})})

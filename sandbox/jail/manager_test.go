@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
@@ -52,13 +50,13 @@ func destroyAll(t testing.TB, m *sandbox.Manager) {
 
 type execOut struct {
 	stdout, stderr string
-	res            *wire.ExecResult
+	res            *sandbox.ExecResult
 }
 
-func execIn(t *testing.T, m *sandbox.Manager, box string, req wire.ExecRequest) execOut {
+func execIn(t *testing.T, m *sandbox.Manager, box string, req sandbox.ExecRequest) execOut {
 	t.Helper()
 	var o, e bytes.Buffer
-	res, _, err := m.Exec(context.Background(), "t", box, req, client.ExecIO{Stdout: &o, Stderr: &e})
+	res, _, err := m.Exec(context.Background(), "t", box, req, sandbox.ExecIO{Stdout: &o, Stderr: &e})
 	if err != nil {
 		t.Fatalf("exec %v: %v", req.Argv, err)
 	}
@@ -67,7 +65,7 @@ func execIn(t *testing.T, m *sandbox.Manager, box string, req wire.ExecRequest) 
 
 func shIn(t *testing.T, m *sandbox.Manager, box, script string) execOut {
 	t.Helper()
-	return execIn(t, m, box, wire.ExecRequest{Argv: []string{"/bin/bash", "-c", script}, TimeoutMs: 60_000})
+	return execIn(t, m, box, sandbox.ExecRequest{Argv: []string{"/bin/bash", "-c", script}, TimeoutMs: 60_000})
 }
 
 // leftovers lists what a destroyed jail box might leave on the host.
@@ -106,20 +104,20 @@ func TestJailThroughManager(t *testing.T) {
 		{[]string{"node", "-e", "console.log([1,2,3].map(x => x*2).join(','))"}, "2,4,6\n"},
 		{[]string{"bash", "-c", "echo $GREETING $((6*7)) $(id -u) $(hostname)"}, "hello 42 0 lang\n"},
 	} {
-		if got := execIn(t, m, b.ID, wire.ExecRequest{Argv: tt.argv}); got.stdout != tt.want || got.res.ExitCode != 0 {
+		if got := execIn(t, m, b.ID, sandbox.ExecRequest{Argv: tt.argv}); got.stdout != tt.want || got.res.ExitCode != 0 {
 			t.Errorf("%v: %q (stderr %q) %+v", tt.argv, got.stdout, got.stderr, got.res)
 		}
 	}
 	// Files: write, read back, survive a stop/start.
 	data := []byte("binary\x00\xff data")
-	if _, _, err := m.WriteFile(ctx, "t", b.ID, wire.WriteFileReq{Path: "/root/work/data.bin", Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
+	if _, _, err := m.WriteFile(ctx, "t", b.ID, sandbox.WriteFileRequest{Path: "/root/work/data.bin", Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Stop(ctx, "t", b.ID); err != nil {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
-	if _, _, err := m.ReadFile(ctx, "t", b.ID, wire.ReadFileReq{Path: "/root/work/data.bin"}, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+	if _, _, err := m.ReadFile(ctx, "t", b.ID, sandbox.ReadFileRequest{Path: "/root/work/data.bin"}, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
 		t.Fatalf("after restart: %q %v", got.Bytes(), err)
 	}
 	// The process inside sees its own pid namespace.
@@ -171,14 +169,14 @@ func TestJailHostileCode(t *testing.T) {
 	t.Run("fork bomb hits the pids limit", func(t *testing.T) {
 		id := newBox("forkbomb", 256)
 		init1 := shIn(t, m, id, "cut -d' ' -f22 /proc/1/stat").stdout
-		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived"}, TimeoutMs: 20_000})
+		o := execIn(t, m, id, sandbox.ExecRequest{Argv: []string{"bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived"}, TimeoutMs: 20_000})
 		if !strings.Contains(o.stderr, "Resource temporarily unavailable") {
 			t.Errorf("fork bomb did not hit the pids limit: %+v stderr=%.300q", o.res, o.stderr)
 		}
 		// The box stays usable afterwards, once its processes are gone (while
 		// the limit is reached a new process fails with a clear error).
 		for i := 0; i < 50; i++ {
-			_, _, err := m.Exec(context.Background(), "t", id, wire.ExecRequest{Argv: []string{"bash", "-c", "kill -9 -1; true"}, TimeoutMs: 10_000}, client.ExecIO{})
+			_, _, err := m.Exec(context.Background(), "t", id, sandbox.ExecRequest{Argv: []string{"bash", "-c", "kill -9 -1; true"}, TimeoutMs: 10_000}, sandbox.ExecIO{})
 			if err == nil {
 				break
 			}
@@ -197,7 +195,7 @@ func TestJailHostileCode(t *testing.T) {
 	})
 	t.Run("memory hog is killed at the limit", func(t *testing.T) {
 		id := newBox("hog", 128)
-		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"python3", "-c", "x = bytearray(512 << 20); print('allocated')"}, TimeoutMs: 60_000})
+		o := execIn(t, m, id, sandbox.ExecRequest{Argv: []string{"python3", "-c", "x = bytearray(512 << 20); print('allocated')"}, TimeoutMs: 60_000})
 		if o.res.Signal != "SIGKILL" || strings.Contains(o.stdout, "allocated") {
 			t.Fatalf("hog: %+v %q", o.res, o.stdout)
 		}
@@ -209,7 +207,7 @@ func TestJailHostileCode(t *testing.T) {
 		id := newBox("flood", 256)
 		var n int64
 		w := writerFunc(func(p []byte) (int, error) { n += int64(len(p)); return len(p), nil })
-		res, _, err := m.Exec(ctx, "t", id, wire.ExecRequest{Argv: []string{"head", "-c", "1073741824", "/dev/zero"}, OutputLimit: 1 << 20, TimeoutMs: 120_000}, client.ExecIO{Stdout: w})
+		res, _, err := m.Exec(ctx, "t", id, sandbox.ExecRequest{Argv: []string{"head", "-c", "1073741824", "/dev/zero"}, OutputLimit: 1 << 20, TimeoutMs: 120_000}, sandbox.ExecIO{Stdout: w})
 		if err != nil || !res.Truncated || n != 1<<20 || res.StdoutBytes != 1<<30 {
 			t.Fatalf("flood: %+v %v received=%d", res, err, n)
 		}
@@ -229,7 +227,7 @@ try:
     s.connect(("127.0.0.1", %d)); print("CONNECTED", s.recv(100))
 except OSError as e:
     print("refused", e)`, port)
-		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 20_000})
+		o := execIn(t, m, id, sandbox.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 20_000})
 		if !strings.HasPrefix(o.stdout, "refused") {
 			t.Fatalf("box reached the host's loopback: %q %q", o.stdout, o.stderr)
 		}
@@ -250,7 +248,7 @@ for host in ("127.0.0.1", "10.0.2.2"):
         s.connect((host, %d)); print("CONNECTED", host)
     except OSError as e:
         print("refused", host)`, port)
-		o = execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 30_000})
+		o = execIn(t, m, b.ID, sandbox.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 30_000})
 		if strings.Contains(o.stdout, "CONNECTED") || strings.Count(o.stdout, "refused") != 2 {
 			t.Fatalf("a box with network reached the host's loopback: %q %q", o.stdout, o.stderr)
 		}
@@ -291,7 +289,7 @@ r = libc.unshare(0x10000000)  # CLONE_NEWUSER
 print("unshare", r, ctypes.get_errno())
 r = libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)
 print("mount", r, ctypes.get_errno())`
-		o := execIn(t, m, id, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 20_000})
+		o := execIn(t, m, id, sandbox.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 20_000})
 		for _, want := range []string{"bpf -1 1", "unshare -1 1", "mount -1 1"} {
 			if !strings.Contains(o.stdout, want) {
 				t.Errorf("want %q in %q (stderr %q)", want, o.stdout, o.stderr)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -58,7 +57,7 @@ type probeResult struct {
 
 func runProbe(t *testing.T, m *sandbox.Manager, box string, targets []string) map[string]probeResult {
 	t.Helper()
-	o := execIn(t, m, box, wire.ExecRequest{Argv: []string{"python3", "-c", probe}, Stdin: []byte(strings.Join(targets, "\n")), TimeoutMs: 120_000})
+	o := execIn(t, m, box, sandbox.ExecRequest{Argv: []string{"python3", "-c", probe}, Stdin: []byte(strings.Join(targets, "\n")), TimeoutMs: 120_000})
 	out := map[string]probeResult{}
 	for _, line := range strings.Split(strings.TrimSpace(o.stdout), "\n") {
 		var r probeResult
@@ -132,7 +131,7 @@ func TestJailNetwork(t *testing.T) {
 
 	t.Run("no network: only lo", func(t *testing.T) {
 		b := create(sandbox.CreateRequest{Name: "off"})
-		o := execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"python3", "-c", "import socket; print([n for _, n in socket.if_nameindex()])"}, TimeoutMs: 20_000})
+		o := execIn(t, m, b.ID, sandbox.ExecRequest{Argv: []string{"python3", "-c", "import socket; print([n for _, n in socket.if_nameindex()])"}, TimeoutMs: 20_000})
 		if strings.TrimSpace(o.stdout) != "['lo']" {
 			t.Fatalf("interfaces of a box without network: %q %q", o.stdout, o.stderr)
 		}
@@ -227,7 +226,7 @@ for i in range(600):
     except Exception:
         other += 1
 print(ok, refused, other, flush=True)`, testenv.LabPublic)
-		o := execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 120_000})
+		o := execIn(t, m, b.ID, sandbox.ExecRequest{Argv: []string{"python3", "-c", script}, TimeoutMs: 120_000})
 		var ok, refused, other int
 		fmt.Sscan(o.stdout, &ok, &refused, &other)
 		if ok == 0 || ok > 256 || ok+refused != 600 || other != 0 {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
@@ -44,14 +43,14 @@ func TestJailSeccompAttacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m.WriteFile(ctx, "t", b.ID, wire.WriteFileReq{Path: "/root/seccomp_attack", Mode: 0o755, Size: int64(len(bin))},
+	if _, _, err := m.WriteFile(ctx, "t", b.ID, sandbox.WriteFileRequest{Path: "/root/seccomp_attack", Mode: 0o755, Size: int64(len(bin))},
 		bytes.NewReader(bin)); err != nil {
 		t.Fatal(err)
 	}
 	start1 := shIn(t, m, b.ID, "cut -d' ' -f22 /proc/1/stat").stdout
-	abi := execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"/root/seccomp_attack", "--abi-check"}})
+	abi := execIn(t, m, b.ID, sandbox.ExecRequest{Argv: []string{"/root/seccomp_attack", "--abi-check"}})
 	hasI386 := strings.TrimSpace(abi.stdout) == "i386 yes"
-	o := execIn(t, m, b.ID, wire.ExecRequest{Argv: []string{"/root/seccomp_attack", "1", "/tmp"}, TimeoutMs: 60_000})
+	o := execIn(t, m, b.ID, sandbox.ExecRequest{Argv: []string{"/root/seccomp_attack", "1", "/tmp"}, TimeoutMs: 60_000})
 	t.Logf("tester in the box (i386 ABI in the kernel: %v):\n%s%s", hasI386, o.stdout, o.stderr)
 	res := map[string][2]string{}
 	sc := bufio.NewScanner(strings.NewReader(o.stdout))

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
@@ -18,19 +16,19 @@ import (
 // ipykernel and node, through the manager.
 
 type sessionOut struct {
-	res    *wire.SessionResult
+	res    *sandbox.SessionResult
 	stdout string
 	result string
 	images int
 }
 
-func sessionIn(t *testing.T, m *sandbox.Manager, box string, req wire.SessionRequest, code string) sessionOut {
+func sessionIn(t *testing.T, m *sandbox.Manager, box string, req sandbox.SessionRequest, code string) sessionOut {
 	t.Helper()
 	if req.Name == "" {
 		req.Name = "default"
 	}
 	if req.Language == "" {
-		req.Language = wire.LangPython
+		req.Language = sandbox.LangPython
 	}
 	if req.TimeoutMs == 0 {
 		req.TimeoutMs = 120_000
@@ -38,13 +36,13 @@ func sessionIn(t *testing.T, m *sandbox.Manager, box string, req wire.SessionReq
 	var o sessionOut
 	var stdout bytes.Buffer
 	var mu sync.Mutex
-	res, _, err := m.RunSession(context.Background(), "t", box, req, code, client.SessionIO{Stdout: &stdout, Output: func(h wire.OutputHeader, data []byte) {
+	res, _, err := m.RunSession(context.Background(), "t", box, req, code, sandbox.SessionIO{Stdout: &stdout, Output: func(h sandbox.Output, data []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
-		case h.Kind == wire.OutputResult && h.Mime == "text/plain":
+		case h.Kind == sandbox.OutputResult && h.Mime == "text/plain":
 			o.result = string(data)
-		case wire.IsImage(h.Mime):
+		case sandbox.IsImage(h.Mime):
 			o.images++
 		}
 	}})
@@ -65,7 +63,7 @@ func TestJailSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	py := func(code string) sessionOut { return sessionIn(t, m, b.ID, wire.SessionRequest{}, code) }
+	py := func(code string) sessionOut { return sessionIn(t, m, b.ID, sandbox.SessionRequest{}, code) }
 
 	if o := py("import pandas as pd, numpy as np\ndf = pd.DataFrame({'a': np.arange(4)})"); !o.res.Restarted || o.res.ExitCode != 0 {
 		t.Fatalf("first: %+v", o.res)
@@ -89,7 +87,7 @@ func TestJailSessions(t *testing.T) {
 
 	// JavaScript keeps let bindings and functions.
 	js := func(code string) sessionOut {
-		return sessionIn(t, m, b.ID, wire.SessionRequest{Language: wire.LangJavaScript}, code)
+		return sessionIn(t, m, b.ID, sandbox.SessionRequest{Language: sandbox.LangJavaScript}, code)
 	}
 	js("let k = 20; function twice(x) { return 2 * x }")
 	if o := js("twice(k) + 2"); o.result != "42" {
@@ -104,7 +102,7 @@ func TestJailSessions(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			name := fmt.Sprintf("p%d", i%4)
-			o := sessionIn(t, m, b.ID, wire.SessionRequest{Name: name}, fmt.Sprintf("n = globals().get('n', 0) + 1\n(%q, n)", name))
+			o := sessionIn(t, m, b.ID, sandbox.SessionRequest{Name: name}, fmt.Sprintf("n = globals().get('n', 0) + 1\n(%q, n)", name))
 			if o.res.ExitCode != 0 || !strings.HasPrefix(o.result, fmt.Sprintf("('%s', ", name)) {
 				errs <- fmt.Sprintf("%s: %+v %q", name, o.res, o.result)
 			}
@@ -116,7 +114,7 @@ func TestJailSessions(t *testing.T) {
 		t.Error(e)
 	}
 	for i := 0; i < 4; i++ {
-		if o := sessionIn(t, m, b.ID, wire.SessionRequest{Name: fmt.Sprintf("p%d", i)}, "n"); o.result != "5" {
+		if o := sessionIn(t, m, b.ID, sandbox.SessionRequest{Name: fmt.Sprintf("p%d", i)}, "n"); o.result != "5" {
 			t.Errorf("p%d ran %q calls, want 5", i, o.result)
 		}
 	}
@@ -125,7 +123,7 @@ func TestJailSessions(t *testing.T) {
 	py("survives = 'yes'")
 	m.Close()
 	m2 := server(t, home)
-	if o := sessionIn(t, m2, b.ID, wire.SessionRequest{}, "survives"); o.result != "'yes'" || o.res.Restarted {
+	if o := sessionIn(t, m2, b.ID, sandbox.SessionRequest{}, "survives"); o.result != "'yes'" || o.res.Restarted {
 		t.Fatalf("after a server restart: %+v %q", o.res, o.result)
 	}
 	destroyAll(t, m2)

@@ -2,7 +2,6 @@ package krun_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +11,9 @@ import (
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
-	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
 )
 
@@ -92,32 +91,10 @@ func crashDuringBoot(t *testing.T, home, libDir string) (sandbox.Spec, proc.ID) 
 	return spec, shim
 }
 
-// builtImageHome is a fresh home seeing the shared test images, for tests
-// that need an image to exist but not its agent to answer: it does not wait
-// for (or start) a rebuild when one is already built, as testenv.Home does.
-func builtImageHome(t *testing.T) string {
-	t.Helper()
-	testenv.RequireRoot(t)
-	images := filepath.Join(testenv.CacheHome(), "images")
-	if _, err := os.Stat(filepath.Join(images, "default", "manifest.json")); err != nil {
-		return testenv.Home(t)
-	}
-	home := t.TempDir()
-	if err := os.Symlink(images, filepath.Join(home, "images")); err != nil {
-		t.Fatal(err)
-	}
-	return home
-}
+// builtImageHome and until are the engine tests' shared helpers.
+func builtImageHome(t *testing.T) string { return enginetest.BuiltImageHome(t) }
 
-// until polls cond every 10 ms, failing t after a minute.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
+func until(t *testing.T, what string, cond func() bool) { t.Helper(); enginetest.Until(t, what, cond) }
 
 // TestKrunServerKilledDuringBoot: a server SIGKILLed while a box booted
 // left its shim running with no engine state in the registry. The next
@@ -129,32 +106,6 @@ func TestKrunServerKilledDuringBoot(t *testing.T) {
 	}
 	home := builtImageHome(t)
 	libDir := buildFake(t)
-	ctx := context.Background()
 	e := newEngine(t, fakeEnv{home: home, libDir: libDir, log: filepath.Join(t.TempDir(), "calls.log")})
-
-	t.Run("destroy", func(t *testing.T) {
-		spec, shim := crashDuringBoot(t, home, libDir)
-		if err := e.Destroy(ctx, spec, sandbox.Handle{}); err != nil {
-			t.Fatalf("Destroy with a zero handle: %v", err)
-		}
-		if shim.Alive() {
-			t.Fatalf("Destroy answered success while the box's shim (pid %d) still runs", shim.PID)
-		}
-		if _, err := os.Stat(spec.BoxDir); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("box directory left: %v", err)
-		}
-	})
-
-	t.Run("recover", func(t *testing.T) {
-		spec, shim := crashDuringBoot(t, home, libDir)
-		if err := e.Recover(ctx, spec, sandbox.Handle{}); !errors.Is(err, sandbox.ErrNotRunning) {
-			t.Fatalf("Recover with a zero handle = %v; want ErrNotRunning", err)
-		}
-		if shim.Alive() {
-			t.Fatalf("Recover left the box's shim (pid %d) running", shim.PID)
-		}
-		if err := e.Destroy(ctx, spec, sandbox.Handle{}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	enginetest.KilledDuringBoot(t, e, "shim", func(t *testing.T) (sandbox.Spec, proc.ID) { return crashDuringBoot(t, home, libDir) })
 }

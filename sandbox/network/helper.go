@@ -21,9 +21,6 @@ import (
 // HelperMain when they see it.
 const HelperArg = "__boxlite-net"
 
-// FD names a descriptor the engine hands to the helper. The numbers are the
-// contract between Launch and HelperMain; build ExtraFiles with files().
-type FD int
 
 // What the helper needs, kept small so it runs confined (package
 // sandbox/confine: an unprivileged uid, its own namespaces but the host's
@@ -58,7 +55,7 @@ type helperConfig struct {
 }
 
 // HelperMain runs a box's network helper: the JSON configuration on stdin,
-// ready signalled on FDReady, serving until the link ends (the box went
+// ready signalled on its ready descriptor, serving until the link ends (the box went
 // away) or SIGTERM. It returns the process exit code.
 func HelperMain() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "network")

@@ -3,7 +3,6 @@ package qemu_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,12 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
-	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
 )
 
@@ -123,32 +121,10 @@ func crashDuringBoot(t *testing.T, home string) (sandbox.Spec, proc.ID) {
 	return spec, vmm
 }
 
-// builtImageHome is a fresh home seeing the shared test images, for tests
-// that need an image to exist but not its agent to answer: it does not wait
-// for (or start) a rebuild when one is already built, as testenv.Home does.
-func builtImageHome(t *testing.T) string {
-	t.Helper()
-	testenv.RequireRoot(t)
-	images := filepath.Join(testenv.CacheHome(), "images")
-	if _, err := os.Stat(filepath.Join(images, "default", "manifest.json")); err != nil {
-		return testenv.Home(t)
-	}
-	home := t.TempDir()
-	if err := os.Symlink(images, filepath.Join(home, "images")); err != nil {
-		t.Fatal(err)
-	}
-	return home
-}
+// builtImageHome and until are the engine tests' shared helpers.
+func builtImageHome(t *testing.T) string { return enginetest.BuiltImageHome(t) }
 
-// until polls cond every 20 ms, failing t after a minute.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
+func until(t *testing.T, what string, cond func() bool) { t.Helper(); enginetest.Until(t, what, cond) }
 
 // TestQemuServerKilledDuringBoot is the incident of issue 16: a server
 // SIGKILLed while a qemu box booted left QEMU running with no engine state
@@ -157,39 +133,6 @@ func until(t *testing.T, what string, cond func() bool) {
 func TestQemuServerKilledDuringBoot(t *testing.T) {
 	requireQEMU(t)
 	home := builtImageHome(t)
-	ctx := context.Background()
 	eng := newEngine(t, home, qemu.Config{})
-
-	t.Run("destroy", func(t *testing.T) {
-		spec, vmm := crashDuringBoot(t, home)
-		if err := eng.Destroy(ctx, spec, sandbox.Handle{}); err != nil {
-			t.Fatalf("Destroy with a zero handle: %v", err)
-		}
-		if vmm.Alive() {
-			t.Fatalf("Destroy answered success while the box's QEMU (pid %d) still runs", vmm.PID)
-		}
-		if _, err := os.Stat(spec.BoxDir); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("box directory (and disk) left: %v", err)
-		}
-	})
-
-	t.Run("recover", func(t *testing.T) {
-		spec, vmm := crashDuringBoot(t, home)
-		// A box the dead server never handed over is not running: its
-		// leftover QEMU is killed and the disk lock released.
-		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if _, err := eng.Dial(dctx, spec, sandbox.Handle{}); err == nil {
-			t.Fatal("Dial with a zero handle connected to a box that was never handed over")
-		}
-		if err := eng.Recover(ctx, spec, sandbox.Handle{}); !errors.Is(err, sandbox.ErrNotRunning) {
-			t.Fatalf("Recover with a zero handle = %v; want ErrNotRunning", err)
-		}
-		if vmm.Alive() {
-			t.Fatalf("Recover left the box's QEMU (pid %d) running", vmm.PID)
-		}
-		if err := eng.Destroy(ctx, spec, sandbox.Handle{}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	enginetest.KilledDuringBoot(t, eng, "QEMU", func(t *testing.T) (sandbox.Spec, proc.ID) { return crashDuringBoot(t, home) })
 }

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -54,10 +52,10 @@ func childrenOf(pid int) []int {
 	return kids
 }
 
-func run(t *testing.T, m *sandbox.Manager, box string, argv ...string) (string, *wire.ExecResult) {
+func run(t *testing.T, m *sandbox.Manager, box string, argv ...string) (string, *sandbox.ExecResult) {
 	t.Helper()
 	var out bytes.Buffer
-	res, _, err := m.Exec(context.Background(), "t", box, wire.ExecRequest{Argv: argv, TimeoutMs: 120_000}, client.ExecIO{Stdout: &out, Stderr: &out})
+	res, _, err := m.Exec(context.Background(), "t", box, sandbox.ExecRequest{Argv: argv, TimeoutMs: 120_000}, sandbox.ExecIO{Stdout: &out, Stderr: &out})
 	if err != nil {
 		t.Fatalf("exec %v: %v", argv, err)
 	}
@@ -96,7 +94,7 @@ func TestQemuThroughManager(t *testing.T) {
 		}
 	}
 	data := []byte("vm file\x00\xff")
-	if _, _, err := m.WriteFile(ctx, "t", "vm", wire.WriteFileReq{Path: "/root/f.bin", Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
+	if _, _, err := m.WriteFile(ctx, "t", "vm", sandbox.WriteFileRequest{Path: "/root/f.bin", Size: int64(len(data))}, bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -121,8 +119,8 @@ func TestQemuThroughManager(t *testing.T) {
 	bombDone := make(chan struct{})
 	go func() {
 		defer close(bombDone)
-		res, _, err = m.Exec(ctx, "t", "vm", wire.ExecRequest{Argv: []string{"bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 600"}, TimeoutMs: 15_000},
-			client.ExecIO{Stderr: &bombErr})
+		res, _, err = m.Exec(ctx, "t", "vm", sandbox.ExecRequest{Argv: []string{"bash", "-c", "bomb() { bomb | bomb & }; bomb; sleep 600"}, TimeoutMs: 15_000},
+			sandbox.ExecIO{Stderr: &bombErr})
 	}()
 	for probes := 0; ; probes++ {
 		if out, err := exec.Command("true").CombinedOutput(); err != nil {
@@ -150,9 +148,9 @@ func TestQemuThroughManager(t *testing.T) {
 	var alive bool
 	for i := 0; i < 6 && !alive; i++ {
 		var out bytes.Buffer
-		res, _, err := m.Exec(ctx, "t", "vm", wire.ExecRequest{Argv: []string{"cat", "/tmp/marker", "/proc/sys/kernel/random/boot_id",
+		res, _, err := m.Exec(ctx, "t", "vm", sandbox.ExecRequest{Argv: []string{"cat", "/tmp/marker", "/proc/sys/kernel/random/boot_id",
 			"/sys/fs/cgroup/work/pids.max", "/sys/fs/cgroup/work/pids.current", "/sys/fs/cgroup/work/pids.events"}, TimeoutMs: 20_000},
-			client.ExecIO{Stdout: &out})
+			sandbox.ExecIO{Stdout: &out})
 		if err != nil {
 			t.Logf("box not answering yet after the fork bomb: %v", err)
 			continue
@@ -188,7 +186,7 @@ func TestQemuThroughManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
-	if _, _, err := m.ReadFile(ctx, "t", "vm", wire.ReadFileReq{Path: "/root/f.bin"}, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
+	if _, _, err := m.ReadFile(ctx, "t", "vm", sandbox.ReadFileRequest{Path: "/root/f.bin"}, &got); err != nil || !bytes.Equal(got.Bytes(), data) {
 		t.Fatalf("after restart: %q %v", got.Bytes(), err)
 	}
 
@@ -200,7 +198,7 @@ func TestQemuThroughManager(t *testing.T) {
 		t.Fatalf("box QEMU processes: %v", vmm)
 	}
 	bootBefore, _ = run(t, m, "vm", "cat", "/proc/sys/kernel/random/boot_id")
-	m.Exec(ctx, "t", "vm", wire.ExecRequest{Argv: []string{"sh", "-c", "sync; echo o > /proc/sysrq-trigger"}, TimeoutMs: 10_000}, client.ExecIO{})
+	m.Exec(ctx, "t", "vm", sandbox.ExecRequest{Argv: []string{"sh", "-c", "sync; echo o > /proc/sysrq-trigger"}, TimeoutMs: 10_000}, sandbox.ExecIO{})
 	until(t, "QEMU to exit after the power-off", func() bool { return !vmm[0].Alive() })
 	until(t, "the box to be recorded as no longer running", func() bool {
 		bx, err := m.Get(ctx, "t", "vm")

@@ -10,8 +10,6 @@ import (
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
@@ -90,12 +88,12 @@ func BenchmarkMCPStdio(b *testing.B) {
 				callTool(b, c, "list_boxes", map[string]any{})
 			})})
 	})
-	req := wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/root"}
+	req := sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/root"}
 	b.Run("run_code", func(b *testing.B) {
 		bench.Compare(b, 15,
 			bench.Case{Name: "baseline", Op: bench.Timed(func(b *testing.B) {
 				var out bytes.Buffer
-				if _, _, err := m.Exec(ctx, tools.LocalOwner, "bench", req, client.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
+				if _, _, err := m.Exec(ctx, tools.LocalOwner, "bench", req, sandbox.ExecIO{Stdout: &out}); err != nil || out.String() != "1\n" {
 					b.Fatal(err)
 				}
 			})},

@@ -14,8 +14,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
 	"github.com/boxlite-ai/boxlite-mcp/internal/ocitest"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
@@ -149,7 +147,7 @@ func BenchmarkOCICreateFirstResult(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			res, _, err := m.Exec(ctx, "b", box.ID, wire.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/"}, client.ExecIO{})
+			res, _, err := m.Exec(ctx, "b", box.ID, sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, Cwd: "/"}, sandbox.ExecIO{})
 			if err != nil || res.ExitCode != 0 {
 				b.Fatalf("run: %+v %v", res, err)
 			}

@@ -22,8 +22,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
-	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 	"github.com/boxlite-ai/boxlite-mcp/internal/ocitest"
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
@@ -131,10 +129,10 @@ func newWorld(t *testing.T, boot string, engine func(home string, log *slog.Logg
 	return w
 }
 
-func (w *world) run(t *testing.T, box string, argv ...string) (string, *wire.ExecResult, error) {
+func (w *world) run(t *testing.T, box string, argv ...string) (string, *sandbox.ExecResult, error) {
 	t.Helper()
 	var out bytes.Buffer
-	res, _, err := w.m.Exec(context.Background(), "t", box, wire.ExecRequest{Argv: argv, TimeoutMs: 120_000}, client.ExecIO{Stdout: &out, Stderr: &out})
+	res, _, err := w.m.Exec(context.Background(), "t", box, sandbox.ExecRequest{Argv: argv, TimeoutMs: 120_000}, sandbox.ExecIO{Stdout: &out, Stderr: &out})
 	return out.String(), res, err
 }
 
