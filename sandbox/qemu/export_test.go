@@ -13,7 +13,7 @@ import (
 // RawBootArgs prepares spec's disk and initramfs and returns the QEMU
 // arguments the engine would use, with the console on stdout (benchmarks).
 func RawBootArgs(e *Engine, spec sandbox.Spec, img *image.Image) ([]string, error) {
-	if err := e.prepareDisk(context.Background(), spec, img); err != nil {
+	if _, err := e.prepareDisk(context.Background(), spec, img); err != nil {
 		return nil, err
 	}
 	initrd, err := e.writeInitrd(spec, img, "serial:"+serialPort)

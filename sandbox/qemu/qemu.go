@@ -198,7 +198,8 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
 		return sandbox.Handle{}, sandbox.Wrapf(sandbox.ErrInternal, err, "an earlier VM of the box could not be stopped")
 	}
-	if err := e.prepareDisk(ctx, spec, img); err != nil {
+	restore, err := e.prepareDisk(ctx, spec, img)
+	if err != nil {
 		return sandbox.Handle{}, err
 	}
 	kvm, why := e.accel()
@@ -211,7 +212,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	}
 	var lastErr error
 	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
-		h, err := e.boot(ctx, spec, img, kvm, timeout)
+		h, err := e.boot(ctx, spec, img, kvm, timeout, restore)
 		if err == nil {
 			e.log.Info("vm started", "box_id", spec.ID, "accel", why, "attempt", attempt)
 			return h, nil
@@ -240,15 +241,21 @@ func imageError(name string, err error) error {
 	return sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q cannot be read; see the server log, or rebuild it with `boxlite-mcp image build --force --name %s`", name, name)
 }
 
-// prepareDisk creates the box's qcow2 overlay over the image's ext4 once;
-// a restart keeps it, so files survive.
-func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) error {
+// prepareDisk creates the box's qcow2 overlay over the image's ext4 (or,
+// for a box made from a snapshot, over the snapshot's disk) once; a restart
+// keeps it, so files survive. It returns the memory file a new clone
+// resumes from ("" to boot).
+func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) (string, error) {
+	if spec.FromSnapshot != nil {
+		return e.cloneDisk(ctx, spec)
+	}
 	_, err := sandbox.CreateOverlay(ctx, e.cfg.QemuImg, spec.BoxDir, img.Ext4Path(), spec.DiskMiB)
-	return err
+	return "", err
 }
 
-// boot runs one QEMU and waits for the agent's hello.
-func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, kvm bool, timeout time.Duration) (h sandbox.Handle, err error) {
+// boot runs one QEMU and waits for the agent's hello. With restore (a
+// memory file) the VM resumes from it instead of booting (see snapshot.go).
+func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, kvm bool, timeout time.Duration, restore string) (h sandbox.Handle, err error) {
 	st := state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}
 	listen := "serial:" + serialPort
 	if vhostVsockUsable() {
@@ -274,6 +281,15 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	if err != nil {
 		return h, err
 	}
+	var mem *os.File
+	if restore != "" {
+		// The devices and boot files must be the snapshot's.
+		initrd = filepath.Join(spec.FromSnapshot.Dir, snapInitrd)
+		if mem, err = os.Open(restore); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "the snapshot's memory state is missing")
+		}
+		defer mem.Close()
+	}
 	consolePath := filepath.Join(spec.BoxDir, "console.log")
 	console, err := os.OpenFile(consolePath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -286,6 +302,9 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	os.Remove(st.QMP)
 
 	args := e.commandLine(spec, img, st, initrd, consolePath)
+	if mem != nil {
+		args = append(args, "-incoming", "fd:3")
+	}
 	qlog, err := os.OpenFile(filepath.Join(spec.BoxDir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return h, err
@@ -293,6 +312,9 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	defer qlog.Close()
 	cmd := exec.Command(e.cfg.QEMU, args...)
 	cmd.Stdout, cmd.Stderr = qlog, qlog
+	if mem != nil {
+		cmd.ExtraFiles = []*os.File{mem} // fd 3
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if e.cfg.DieWithParent {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
@@ -326,8 +348,18 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if mem != nil {
+		if err := resumeIncoming(hctx, st.QMP); err != nil {
+			return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
+		}
+	}
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
 		return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
+	}
+	if mem != nil {
+		if err := e.giveIdentity(hctx, spec, h); err != nil {
+			return h, sandbox.Wrapf(sandbox.Class(err), err, "the VM resumed from the snapshot did not take its new identity")
+		}
 	}
 	return h, nil
 }
