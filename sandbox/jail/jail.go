@@ -441,6 +441,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		e.cleanup(spec, st)
 		return sandbox.ErrNotRunning
 	}
+	thawBox(spec.ID, st.CgroupV2) // a server that died during a snapshot left it frozen
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/boxlite-ai/boxlite-mcp/internal/cgroups"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
@@ -96,11 +97,11 @@ func cloneDisk(ctx context.Context, spec sandbox.Spec) error {
 // frozen) and moved out again by thaw.
 func freeze(ctx context.Context, id string, st state) (thaw func(), err error) {
 	if st.CgroupV2 {
-		dir := filepath.Join(cgroupRoot, cgroupParent, id)
+		dir := filepath.Join(cgroups.Root, cgroups.Parent, id)
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("1"), 0o644); err != nil {
 			return nil, err
 		}
-		thaw = func() { os.WriteFile(filepath.Join(dir, "cgroup.freeze"), []byte("0"), 0o644) }
+		thaw = func() { thawBox(id, true) }
 		if err := waitFor(ctx, func() bool {
 			b, _ := os.ReadFile(filepath.Join(dir, "cgroup.events"))
 			return strings.Contains(string(b), "frozen 1")
@@ -110,26 +111,15 @@ func freeze(ctx context.Context, id string, st state) (thaw func(), err error) {
 		}
 		return thaw, nil
 	}
-	root := filepath.Join(cgroupRoot, "freezer")
+	root := filepath.Join(cgroups.Root, "freezer")
 	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
 		return nil, errors.New("no cgroup v1 freezer hierarchy")
 	}
-	dir := filepath.Join(root, cgroupParent, id+".snapshot")
+	dir := filepath.Join(root, cgroups.Parent, id+".snapshot")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	thaw = func() {
-		os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0o644)
-		for _, pid := range procsOf([]string{dir}) {
-			os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
-		}
-		for range 50 {
-			if err := syscall.Rmdir(dir); err == nil || errors.Is(err, syscall.ENOENT) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	thaw = func() { thawBox(id, false) }
 	move := func() (int, error) {
 		in := map[int]bool{}
 		for _, p := range procsOf([]string{dir}) {
@@ -177,6 +167,30 @@ func freeze(ctx context.Context, id string, st state) (thaw func(), err error) {
 	}
 	thaw()
 	return nil, errors.New("the box's processes kept forking; could not freeze them")
+}
+
+// thawBox lets a box frozen by a snapshot run again; also what Recover
+// does for a box whose server died during a snapshot. Idempotent.
+func thawBox(id string, v2 bool) {
+	if v2 {
+		os.WriteFile(filepath.Join(cgroups.Root, cgroups.Parent, id, "cgroup.freeze"), []byte("0"), 0o644)
+		return
+	}
+	root := filepath.Join(cgroups.Root, "freezer")
+	dir := filepath.Join(root, cgroups.Parent, id+".snapshot")
+	if _, err := os.Stat(dir); err != nil {
+		return
+	}
+	os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0o644)
+	for _, pid := range procsOf([]string{dir}) {
+		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+	}
+	for range 50 {
+		if err := syscall.Rmdir(dir); err == nil || errors.Is(err, syscall.ENOENT) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // procsOf lists the processes in the cgroup directories.

@@ -509,6 +509,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		return err
 	}
 	if st.Proc.Alive() {
+		resumePaused(ctx, st.QMP) // a server that died during a snapshot left it paused
 		return nil
 	}
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {

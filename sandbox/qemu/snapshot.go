@@ -290,3 +290,25 @@ func resumeIncoming(ctx context.Context, qmpPath string) error {
 		}
 	}
 }
+
+// resumePaused resumes a VM that a snapshot paused (best effort: the
+// caller holds the box's lock, so no snapshot is under way).
+func resumePaused(ctx context.Context, qmpPath string) {
+	q, err := dialQMP(ctx, qmpPath)
+	if err != nil {
+		return
+	}
+	defer q.Close()
+	raw, err := q.do("query-status", nil)
+	if err != nil {
+		return
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	json.Unmarshal(raw, &st)
+	if st.Status == "paused" || st.Status == "postmigrate" || st.Status == "finish-migrate" {
+		q.do("migrate_cancel", nil)
+		q.do("cont", nil)
+	}
+}
