@@ -98,7 +98,7 @@ test-fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzToolArguments$$' -fuzztime=20000x ./tools
 
 test-e2e: $(NODE_MODULES) build test-image
-	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs sessions.test.mjs network.test.mjs pool.test.mjs
+	cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=600000 --test-reporter=spec --test-reporter-destination=stdout e2e.test.mjs security-http.test.mjs security-output.test.mjs resilience.test.mjs oci.test.mjs sessions.test.mjs network.test.mjs pool.test.mjs snapshots.test.mjs
 
 # The resilience scenarios once more against TCG microVMs, with fewer iterations.
 test-resilience-qemu: $(NODE_MODULES) build test-image

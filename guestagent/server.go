@@ -44,6 +44,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Work, when set, is the cgroup user processes start in.
 	Work *WorkCgroup
+	// Renetwork, when set, configures the VM's network again (a clone).
+	Renetwork func() error
 }
 
 func (c *Config) setDefaults() {
@@ -221,6 +223,8 @@ func (s *Server) serveStream(ctx context.Context, st net.Conn) {
 		err = s.shutdown(c, req.Shutdown)
 	case wire.OpSession:
 		err = s.session(ctx, c, req.Session)
+	case wire.OpClone:
+		err = s.clone(c, req.Clone)
 	}
 	if err != nil {
 		s.log.Debug("call ended with error", "op", req.Op, "err", err)

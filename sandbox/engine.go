@@ -50,6 +50,8 @@ type Spec struct {
 	// the registry and never shared by two boxes (see HostIDBase). It comes
 	// from the registry row, not from the stored spec.
 	IDRange int `json:"-"`
+	// FromSnapshot is set on boxes made from a snapshot (see Snapshotter).
+	FromSnapshot *SnapshotSource `json:"from_snapshot,omitempty"`
 }
 
 // Host id ranges: box ids 0..IDRangeSize-1 of range i are host ids

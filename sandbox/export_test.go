@@ -9,3 +9,11 @@ import (
 // SetPoolWarm replaces the pooled boxes' warm-up (tests whose fake boxes
 // run the agent on the host, where the image's interpreters are not).
 func SetPoolWarm(m *Manager, warm func(context.Context, *client.Client) error) { m.pool.warm = warm }
+
+// ReconcileSnapshots runs only the snapshot part of Reconcile (tests: the
+// box part waits for box locks a test may hold).
+func (m *Manager) ReconcileSnapshots(ctx context.Context) ReconcileReport {
+	var rep ReconcileReport
+	m.reconcileSnapshots(ctx, &rep)
+	return rep
+}

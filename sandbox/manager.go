@@ -68,6 +68,8 @@ type Config struct {
 	MaxBoxes int
 	// OwnerMaxBoxes caps the boxes of one owner (0: no cap).
 	OwnerMaxBoxes int
+	// MaxSnapshotBytes caps the disk space of all snapshots (0: no cap).
+	MaxSnapshotBytes int64
 	// HostCPUs is the most CPUs one box may have (default: the host's).
 	HostCPUs int
 	// ClientName identifies this server in agent logs.
@@ -158,7 +160,7 @@ func New(cfg Config) (*Manager, error) {
 		m.cfg.PoolInterval = defaultPoolInterval
 	}
 	m.pool = newPoolRunner(m.ctx, cfg.PoolConcurrency)
-	for _, d := range []string{m.boxesDir(), m.locksDir(), m.runDir()} {
+	for _, d := range []string{m.boxesDir(), m.locksDir(), m.runDir(), m.snapshotsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("sandbox: home %s: %w", cfg.Home, err)
 		}
@@ -268,6 +270,9 @@ type CreateRequest struct {
 	NetworkAllow []string
 	// Progress, when set, follows an image pull during Create.
 	Progress func(ImageProgress)
+	// FromSnapshot makes the box from this snapshot (id, name or prefix).
+	FromSnapshot string
+	snapshot     *Snapshot // resolved by prepareClone
 }
 
 func (r *CreateRequest) validate() error {
@@ -323,6 +328,13 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	if owner == persist.PoolOwner {
 		return nil, Errorf(ErrInvalidArgument, "a box needs an owner")
 	}
+	if req.FromSnapshot != "" {
+		release, err := m.prepareClone(ctx, owner, &req)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
 	img, err := m.resolveImage(ctx, &req)
 	if err != nil {
 		return nil, err
@@ -337,8 +349,10 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if b, err := m.claim(ctx, owner, eng, &req, img); b != nil || err != nil {
-		return b, err
+	if req.FromSnapshot == "" { // a clone is never a pooled box
+		if b, err := m.claim(ctx, owner, eng, &req, img); b != nil || err != nil {
+			return b, err
+		}
 	}
 	return m.create(ctx, owner, eng, why, req, img, nil)
 }
@@ -359,6 +373,7 @@ func (m *Manager) create(ctx context.Context, owner string, eng Engine, why stri
 	if pf != nil {
 		spec.ImageID, q.Engine, admit, final = pf.imageID, eng.Name(), m.admitPool(spec, pf.target), StatusPooled
 	}
+	m.applyClone(&req, eng, &spec)
 	row.Spec, _ = json.Marshal(spec)
 	log := m.log.With("box_id", row.ID, "engine", eng.Name())
 

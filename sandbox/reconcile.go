@@ -21,6 +21,7 @@ type ReconcileReport struct {
 	Foreign   []string // boxes of engines this server does not have: left alone
 	Destroyed []string // half-destroyed boxes finished off
 	Orphans   []string // box directories without a row, cleaned
+	Snapshots []string // unfinished snapshots (or their leftover files) removed
 	Errors    []error  // per-box failures; one box never aborts the rest
 }
 
@@ -67,6 +68,7 @@ func (m *Manager) Reconcile(ctx context.Context) ReconcileReport {
 		}
 	}
 	m.cleanOrphans(ctx, &rep)
+	m.reconcileSnapshots(ctx, &rep)
 	m.log.Info("reconciled", "rebooted", rep.Rebooted, "checked", rep.Checked, "alive", rep.Alive,
 		"stopped", len(rep.Stopped), "failed", len(rep.Failed), "foreign", len(rep.Foreign), "destroyed", len(rep.Destroyed), "orphans", len(rep.Orphans), "errors", len(rep.Errors))
 	return rep

@@ -111,6 +111,32 @@ func (f *fakeManager) NetworkStatus(ctx context.Context, b *sandbox.Box, since t
 	return nil
 }
 
+func fakeSnapshot() *sandbox.Snapshot {
+	return &sandbox.Snapshot{ID: "01kfakesnap000000000000000", Owner: LocalOwner, BoxID: fakeBox().ID, Engine: "jail", Image: "default",
+		CreatedAt: time.Unix(1, 0)}
+}
+
+func (f *fakeManager) SnapshotBox(ctx context.Context, owner, ref, name string) (*sandbox.Snapshot, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return fakeSnapshot(), nil
+}
+
+func (f *fakeManager) ListSnapshots(ctx context.Context, owner string) ([]*sandbox.Snapshot, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return []*sandbox.Snapshot{fakeSnapshot()}, nil
+}
+
+func (f *fakeManager) DeleteSnapshot(ctx context.Context, owner, ref string) (*sandbox.Snapshot, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return fakeSnapshot(), nil
+}
+
 // fakeServer is the real MCP server with its tools on m.
 func fakeServer(t *testing.T, m Manager, cfg Config) *server.MCPServer {
 	t.Helper()

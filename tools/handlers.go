@@ -47,7 +47,7 @@ func (s *Server) createBox(ctx context.Context, req mcp.CallToolRequest, in Crea
 		b, err = s.m.Create(ctx, Owner(ctx), sandbox.CreateRequest{
 			Name: in.Name, Image: in.Image, Engine: in.Engine, CPUs: in.CPUs, MemoryMiB: in.MemoryMiB, DiskMiB: in.DiskMiB,
 			Network: in.Network, NetworkAllow: in.NetworkAllow, Env: in.Env, TTL: time.Duration(in.TTLSeconds) * time.Second,
-			IdleTimeout: time.Duration(in.IdleTimeoutSeconds) * time.Second, Progress: pull,
+			IdleTimeout: time.Duration(in.IdleTimeoutSeconds) * time.Second, Progress: pull, FromSnapshot: in.FromSnapshot,
 		})
 		return err
 	})

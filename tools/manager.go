@@ -33,6 +33,13 @@ type Manager interface {
 	// NetworkStatus reports a running box's network (nil when it has none
 	// or it does not answer); it never starts a box.
 	NetworkStatus(ctx context.Context, b *sandbox.Box, since time.Time) *sandbox.NetworkState
+	// SnapshotBox records a snapshot of a box (files; memory where the
+	// engine can).
+	SnapshotBox(ctx context.Context, owner, ref, name string) (*sandbox.Snapshot, error)
+	// ListSnapshots lists the owner's snapshots.
+	ListSnapshots(ctx context.Context, owner string) ([]*sandbox.Snapshot, error)
+	// DeleteSnapshot deletes a snapshot no box depends on.
+	DeleteSnapshot(ctx context.Context, owner, ref string) (*sandbox.Snapshot, error)
 }
 
 var _ Manager = (*sandbox.Manager)(nil)

@@ -79,6 +79,7 @@ var specs = []spec{
 		"network":              {Default: false},
 		"ttl_seconds":          {Min: f(0), Max: f(MaxTTLSeconds)},
 		"idle_timeout_seconds": {Min: f(0), Max: f(MaxTTLSeconds)},
+		"from_snapshot":        {MaxLength: n(128)},
 	}},
 	{"run_code", reflect.TypeFor[RunCodeIn](), reflect.TypeFor[RunCodeOut](), map[string]extra{
 		"box":             boxRef,
@@ -108,6 +109,14 @@ var specs = []spec{
 	}},
 	{"destroy_box", reflect.TypeFor[DestroyBoxIn](), reflect.TypeFor[DestroyBoxOut](), map[string]extra{
 		"box": boxRef,
+	}},
+	{"snapshot_box", reflect.TypeFor[SnapshotBoxIn](), reflect.TypeFor[SnapshotOut](), map[string]extra{
+		"box":  boxRef,
+		"name": {MaxLength: n(63), Pattern: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`},
+	}},
+	{"list_snapshots", reflect.TypeFor[ListSnapshotsIn](), reflect.TypeFor[ListSnapshotsOut](), nil},
+	{"delete_snapshot", reflect.TypeFor[DeleteSnapshotIn](), reflect.TypeFor[DeleteSnapshotOut](), map[string]extra{
+		"snapshot": {MaxLength: n(128)},
 	}},
 }
 

@@ -32,7 +32,7 @@ func TestSchemasDescribeEveryField(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s) != 7 {
+	if len(s) != 10 {
 		t.Fatalf("%d tools", len(s))
 	}
 	for name, sc := range s {

@@ -121,6 +121,7 @@ const instructions = `boxlite-mcp gives you disposable, isolated Linux machines 
 create_box makes one (Debian with python3 and its data stack, node and bash); run_code and exec_command run code in it
 (run_code keeps a Python or JavaScript session, like a notebook: state persists between calls, plots come back as images);
 write_file and read_file move files; list_boxes shows your boxes; destroy_box removes one.
+snapshot_box saves a box's state; create_box with from_snapshot branches new boxes from it (list_snapshots, delete_snapshot).
 Boxes keep their files until destroyed, stop when idle, and restart transparently on the next call.`
 
 // annotations are a tool's behaviour hints; every hint is always set.
@@ -157,6 +158,12 @@ func (s *Server) defs() []toolDef {
 			annotations{readOnly: true, idempotent: true, openWorld: false}, typed(s.listBoxes)},
 		{"destroy_box", "Destroy a box", "Destroy a box: stop everything running in it and delete its files. This cannot be undone.",
 			annotations{destructive: true, idempotent: true, openWorld: false}, typed(s.destroyBox)},
+		{"snapshot_box", "Snapshot a box", "Save a running box's state as a snapshot; the box keeps running. Every engine saves the files; VM engines (qemu) also save the memory, so running processes and interpreter sessions (Python variables) continue in boxes made from it. Pass the snapshot to create_box as from_snapshot to branch the box, as often as you like.",
+			annotations{destructive: false, idempotent: false, openWorld: false}, typed(s.snapshotBox)},
+		{"list_snapshots", "List snapshots", "List your snapshots.",
+			annotations{readOnly: true, idempotent: true, openWorld: false}, typed(s.listSnapshots)},
+		{"delete_snapshot", "Delete a snapshot", "Delete a snapshot and its files. Refused while boxes made from it still read its files (VM engines): destroy those boxes first. Boxes that hold copies (jail) do not prevent it.",
+			annotations{destructive: true, idempotent: true, openWorld: false}, typed(s.deleteSnapshot)},
 	}
 }
 

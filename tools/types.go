@@ -16,6 +16,7 @@ type CreateBoxIn struct {
 	TTLSeconds         int               `json:"ttl_seconds,omitempty" jsonschema:"Destroy the box this many seconds after creation (0: never)"`
 	IdleTimeoutSeconds int               `json:"idle_timeout_seconds,omitempty" jsonschema:"Stop the box after this many seconds without use; it restarts on the next call (0: server default)"`
 	NetworkAllow       []string          `json:"network_allow,omitempty" jsonschema:"Only these destinations (implies network): host names, *.suffix wildcards, IPs or CIDRs, each optionally with :port. Names resolve through the box's own DNS, which answers only listed names. Loopback, link-local (cloud metadata), private, CGNAT and the host's own addresses are refused unless an IP or CIDR entry names them"`
+	FromSnapshot       string            `json:"from_snapshot,omitempty" jsonschema:"Make the box from this snapshot (id, name or prefix; see snapshot_box): its files, and where the snapshot includes memory its running processes and interpreter sessions, with a new identity. The image, engine and disk size are the snapshot's; with memory, so are cpus, memory_mib and whether there is a network"`
 }
 
 // BoxOut describes a box in create_box's result.

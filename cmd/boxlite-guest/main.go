@@ -142,6 +142,10 @@ func main() {
 				log.Error("network setup failed; the box has no network", "err", err)
 			}
 		}
+		if netCfg != nil {
+			nc := *netCfg
+			cfg.Renetwork = func() error { return guestagent.ConfigureNetwork(nc) }
+		}
 		cfg.PowerOff = guestagent.PowerOff
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

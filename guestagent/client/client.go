@@ -372,3 +372,10 @@ func (c *Client) ReadFile(ctx context.Context, req wire.ReadFileReq, w io.Writer
 		return err
 	})
 }
+
+// Clone gives the agent of a VM resumed from a memory snapshot its new
+// identity (see wire.CloneReq).
+func (c *Client) Clone(ctx context.Context, req wire.CloneReq) error {
+	_, err := c.simple(ctx, &wire.Request{Op: wire.OpClone, Clone: &req})
+	return err
+}

@@ -35,7 +35,7 @@ type HelloReply struct {
 }
 
 // Capabilities this agent version offers.
-var Capabilities = []string{"exec", "exec.stdin-stream", "file.read", "file.write", "stat", "list_dir", "info", "shutdown", CapSession}
+var Capabilities = []string{"exec", "exec.stdin-stream", "file.read", "file.write", "stat", "list_dir", "info", "shutdown", CapSession, CapClone}
 
 // Has reports whether the agent offers capability name.
 func (h HelloReply) Has(name string) bool {
@@ -71,6 +71,7 @@ type Request struct {
 	Path      string          `json:"path,omitempty"` // stat, list_dir
 	Shutdown  *ShutdownReq    `json:"shutdown,omitempty"`
 	Session   *SessionRequest `json:"session,omitempty"`
+	Clone     *CloneReq       `json:"clone,omitempty"`
 	Meta      map[string]any  `json:"meta,omitempty"`
 }
 
@@ -260,6 +261,8 @@ func (r *Request) Validate() *Error {
 		}
 	case OpSession:
 		return r.Session.validate()
+	case OpClone:
+		return r.Clone.validate()
 	default:
 		return Errorf(CodeInvalid, "unknown op %q", r.Op)
 	}

@@ -33,6 +33,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		maxMemory     = fs.Int("max-memory-mib", 0, "memory all running boxes may hold together (default: the host's RAM minus 1 GiB)")
 		maxBoxes      = fs.Int("max-boxes", 0, "most boxes on this home (0: no limit)")
 		ownerBoxes    = fs.Int("owner-max-boxes", 0, "most boxes one owner (token) may have (0: no limit)")
+		maxSnapGiB    = fs.Float64("max-snapshot-gib", 20, "disk space all snapshots on this home may take together, in GiB (0: no limit)")
 		fixtures      = fs.Bool("conformance-fixtures", false, "also register the MCP conformance suite's test tools (testing only)")
 		pull          = fs.String("pull", "missing", "when create_box pulls an image reference: missing, never or always (re-check the tag)")
 		allowImages   stringList
@@ -81,8 +82,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 {
-		return usageError{"--max-memory-mib, --max-boxes and --owner-max-boxes must not be negative"}
+	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 || *maxSnapGiB < 0 {
+		return usageError{"--max-memory-mib, --max-boxes, --owner-max-boxes and --max-snapshot-gib must not be negative"}
 	}
 	var engNames []string
 	for _, e := range engs {
@@ -97,7 +98,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	m, err := sandbox.New(sandbox.Config{Home: *home, Store: store, Engines: engs, IdleTimeout: *idle, Logger: log,
-		MaxMemoryMiB: *maxMemory, MaxBoxes: *maxBoxes, OwnerMaxBoxes: *ownerBoxes,
+		MaxMemoryMiB: *maxMemory, MaxBoxes: *maxBoxes, OwnerMaxBoxes: *ownerBoxes, MaxSnapshotBytes: int64(*maxSnapGiB * (1 << 30)),
 		ClientName: "boxlite-mcp/" + Version, Images: images, Pools: pools})
 	if err != nil {
 		return err

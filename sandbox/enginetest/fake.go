@@ -33,6 +33,8 @@ type World struct {
 	FailStart error
 	// Starts counts Start calls.
 	Starts atomic.Int64
+	// Snapshots configures the fake's snapshots (fake_snapshot.go).
+	Snapshots SnapshotConfig
 }
 
 // NewWorld returns an empty World.
@@ -85,6 +87,9 @@ func (f *Fake) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, er
 	case <-time.After(f.W.StartDelay):
 	case <-ctx.Done():
 		return sandbox.Handle{}, ctx.Err()
+	}
+	if err := f.cloneDisk(spec); err != nil {
+		return sandbox.Handle{}, err
 	}
 	f.W.mu.Lock()
 	defer f.W.mu.Unlock()

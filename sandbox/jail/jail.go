@@ -236,6 +236,9 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	// The writable layer lives on the box's own disk (its quota) where the
 	// host has loop devices; else in the box directory, unlimited.
 	layerDir, detachDisk := spec.BoxDir, func() {}
+	if err := cloneDisk(ctx, spec); err != nil { // a box made from a snapshot
+		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot copy the snapshot's disk for the box")
+	}
 	if e.diskReason == "" {
 		if spec.DiskMiB <= 0 {
 			spec.DiskMiB = sandbox.DefaultDiskMiB
@@ -438,6 +441,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		e.cleanup(spec, st)
 		return sandbox.ErrNotRunning
 	}
+	thawBox(spec.ID, st.CgroupV2) // a server that died during a snapshot left it frozen
 	return nil
 }
 

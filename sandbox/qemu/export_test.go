@@ -14,7 +14,7 @@ import (
 // arguments the engine would use unconfined, with the console on stdout,
 // and the descriptors they name (ExtraFiles, in order) (benchmarks).
 func RawBootArgs(e *Engine, spec sandbox.Spec, img *image.Image) ([]string, []*os.File, error) {
-	if err := e.prepareDisk(context.Background(), spec, img); err != nil {
+	if _, err := e.prepareDisk(context.Background(), spec, img); err != nil {
 		return nil, nil, err
 	}
 	initrd, err := e.writeInitrd(spec, img, "serial:"+serialPort)

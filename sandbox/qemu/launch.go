@@ -42,7 +42,8 @@ type vmFiles struct {
 	// indexes into list; -1 when absent. The disk comes twice, read-only
 	// and read-write: QEMU picks from its fd set by access mode, and opens
 	// the image read-only first.
-	disk, diskRO, console, qmp, agent, vhost, link int
+	// mem is a snapshot's memory state to restore (-incoming).
+	disk, diskRO, console, qmp, agent, vhost, link, mem int
 }
 
 func (v *vmFiles) add(f *os.File) int {
@@ -72,7 +73,7 @@ func listenFile(path string) (*os.File, error) {
 // openVMFiles opens what the box's QEMU gets; link is the VM's end of the
 // network link (nil without network).
 func openVMFiles(spec sandbox.Spec, st state, link *os.File) (v *vmFiles, err error) {
-	v = &vmFiles{disk: -1, diskRO: -1, console: -1, qmp: -1, agent: -1, vhost: -1, link: -1}
+	v = &vmFiles{disk: -1, diskRO: -1, console: -1, qmp: -1, agent: -1, vhost: -1, link: -1, mem: -1}
 	defer func() {
 		if err != nil {
 			v.close()
@@ -193,6 +194,16 @@ func (e *Engine) spawn(spec sandbox.Spec, img *image.Image, st state, args []str
 		Limits: cgroups.Limits{MemoryBytes: int64(spec.MemoryMiB+vmmOverheadMiB) << 20, PidsMax: vmmPids,
 			CPUWeight: max(spec.CPUs, 1)},
 		DieWithParent: e.cfg.DieWithParent,
+	}
+	if src := spec.FromSnapshot; src != nil {
+		// A clone's disk is backed by the snapshot's, which it reads
+		// through the snapshot's group (see Snapshot).
+		cs.Binds = append(cs.Binds, confine.Bind{Path: src.Dir})
+		if fi, err := os.Stat(filepath.Join(src.Dir, sandbox.DiskFile)); err == nil {
+			if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 && sys.Gid != uid {
+				cs.Groups = append(cs.Groups, sys.Gid)
+			}
+		}
 	}
 	if st.KVM {
 		cs.Devices = append(cs.Devices, "/dev/kvm")

@@ -205,7 +205,8 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
 		return sandbox.Handle{}, sandbox.Wrapf(sandbox.ErrInternal, err, "an earlier VM of the box could not be stopped")
 	}
-	if err := e.prepareDisk(ctx, spec, img); err != nil {
+	restore, err := e.prepareDisk(ctx, spec, img)
+	if err != nil {
 		return sandbox.Handle{}, err
 	}
 	kvm, why := e.accel()
@@ -218,7 +219,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (sandbox.Handle, 
 	}
 	var lastErr error
 	for attempt := 1; attempt <= e.cfg.Attempts; attempt++ {
-		h, err := e.boot(ctx, spec, img, kvm, timeout)
+		h, err := e.boot(ctx, spec, img, kvm, timeout, restore)
 		if err == nil {
 			e.log.Info("vm started", "box_id", spec.ID, "accel", why, "attempt", attempt)
 			return h, nil
@@ -247,15 +248,21 @@ func imageError(name string, err error) error {
 	return sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %q cannot be read; see the server log, or rebuild it with `boxlite-mcp image build --force --name %s`", name, name)
 }
 
-// prepareDisk creates the box's qcow2 overlay over the image's ext4 once;
-// a restart keeps it, so files survive.
-func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) error {
+// prepareDisk creates the box's qcow2 overlay over the image's ext4 (or,
+// for a box made from a snapshot, over the snapshot's disk) once; a restart
+// keeps it, so files survive. It returns the memory file a new clone
+// resumes from ("" to boot).
+func (e *Engine) prepareDisk(ctx context.Context, spec sandbox.Spec, img *image.Image) (string, error) {
+	if spec.FromSnapshot != nil {
+		return e.cloneDisk(ctx, spec)
+	}
 	_, err := sandbox.CreateOverlay(ctx, e.cfg.QemuImg, spec.BoxDir, img.Ext4Path(), spec.DiskMiB)
-	return err
+	return "", err
 }
 
-// boot runs one QEMU and waits for the agent's hello.
-func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, kvm bool, timeout time.Duration) (h sandbox.Handle, err error) {
+// boot runs one QEMU and waits for the agent's hello. With restore (a
+// memory file) the VM resumes from it instead of booting (see snapshot.go).
+func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, kvm bool, timeout time.Duration, restore string) (h sandbox.Handle, err error) {
 	st := state{KVM: kvm, Channel: "serial", QMP: spec.Socket + ".qmp"}
 	listen := "serial:" + serialPort
 	if vhostVsockUsable() {
@@ -284,6 +291,19 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	if err != nil {
 		return h, err
 	}
+	var mem *os.File
+	if restore != "" {
+		// The devices and boot files must be the snapshot's: its
+		// initramfs is copied in (the box's own, readable by its uid).
+		os.Remove(initrd)
+		if _, err := sandbox.CopyFileCoW(ctx, filepath.Join(spec.FromSnapshot.Dir, snapInitrd), initrd); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "the snapshot's initramfs is missing")
+		}
+		if mem, err = os.Open(restore); err != nil {
+			return h, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "the snapshot's memory state is missing")
+		}
+		defer mem.Close()
+	}
 	if !e.cfg.Unconfined {
 		// The confined QEMU reads it as the box's uid (it holds the
 		// box's environment: nobody else may).
@@ -311,7 +331,14 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}
 	defer files.close()
 
+	if mem != nil {
+		files.mem = files.add(mem)
+		mem = nil // files closes it
+	}
 	args := e.commandLine(spec, img, st, initrd, files)
+	if files.mem >= 0 {
+		args = append(args, "-incoming", fmt.Sprintf("fd:%d", e.fdOf(files.mem)))
+	}
 	qlog, err := os.OpenFile(filepath.Join(spec.BoxDir, "qemu.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return h, err
@@ -342,8 +369,18 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if mem != nil {
+		if err := resumeIncoming(hctx, st.QMP); err != nil {
+			return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
+		}
+	}
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
 		return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
+	}
+	if mem != nil {
+		if err := e.giveIdentity(hctx, spec, h); err != nil {
+			return h, sandbox.Wrapf(sandbox.Class(err), err, "the VM resumed from the snapshot did not take its new identity")
+		}
 	}
 	return h, nil
 }
@@ -501,6 +538,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		return err
 	}
 	if st.Proc.Alive() {
+		resumePaused(ctx, st.QMP) // a server that died during a snapshot left it paused
 		return nil
 	}
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {

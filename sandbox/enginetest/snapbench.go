@@ -1,0 +1,73 @@
+package enginetest
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/boxlite-ai/boxlite-mcp/internal/bench"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+)
+
+// BenchSnapshots compares, on m's engine, in interleaved rounds: a cold
+// create until the first result of `python3 -c print(1)` (the baseline),
+// a create from a snapshot until that first result, and the save of a
+// snapshot of a running box; and reports the snapshot's size. The parent
+// has run Python once, so a memory snapshot holds a warm box.
+func BenchSnapshots(b *testing.B, m *sandbox.Manager, rounds int, req sandbox.CreateRequest) {
+	ctx := context.Background()
+	first := func(b *testing.B, box string) {
+		var out bytes.Buffer
+		res, _, err := m.Exec(ctx, "bench", box, sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, TimeoutMs: 120_000}, sandbox.ExecIO{Stdout: &out, Stderr: &out})
+		if err != nil || res.ExitCode != 0 || out.String() != "1\n" {
+			b.Fatalf("first run: %v %+v %q", err, res, out.String())
+		}
+	}
+	parent, err := m.Create(ctx, "bench", req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Destroy(ctx, "bench", parent.ID)
+	first(b, parent.ID)
+	sn, err := m.SnapshotBox(ctx, "bench", parent.ID, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.DeleteSnapshot(ctx, "bench", sn.ID)
+	createAndRun := func(req sandbox.CreateRequest) func(b *testing.B) time.Duration {
+		return func(b *testing.B) time.Duration {
+			t := time.Now()
+			box, err := m.Create(ctx, "bench", req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			first(b, box.ID)
+			d := time.Since(t)
+			if _, err := m.Destroy(ctx, "bench", box.ID); err != nil {
+				b.Fatal(err)
+			}
+			return d
+		}
+	}
+	clone := req
+	clone.FromSnapshot = sn.ID
+	clone.Image, clone.Engine, clone.CPUs, clone.MemoryMiB, clone.DiskMiB = "", "", 0, 0, 0
+	bench.Compare(b, rounds,
+		bench.Case{Name: "baseline", Op: createAndRun(req)},
+		bench.Case{Name: "from-snapshot", Op: createAndRun(clone)},
+		bench.Case{Name: "snapshot-save", Op: func(b *testing.B) time.Duration {
+			t := time.Now()
+			s, err := m.SnapshotBox(ctx, "bench", parent.ID, "")
+			d := time.Since(t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.DeleteSnapshot(ctx, "bench", s.ID); err != nil {
+				b.Fatal(err)
+			}
+			return d
+		}, Bytes: sn.Bytes},
+	)
+	bench.Report(b, "snapshot-size", map[string]float64{"MiB": float64(sn.Bytes) / (1 << 20)})
+}
