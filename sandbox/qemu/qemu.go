@@ -144,7 +144,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	}
 	a.Usable = true
 	a.Reason = "QEMU microvm on " + why
-	a.Details = append(a.Details, "agent channel: "+channel)
+	a.Details = append(a.Details, "agent channel: "+channel, e.confinementDetail())
 	if !kvm {
 		a.Details = append(a.Details, "TCG emulation: boots take seconds and code runs several times slower than native")
 	}
