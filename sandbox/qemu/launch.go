@@ -198,7 +198,7 @@ func (e *Engine) spawn(spec sandbox.Spec, img *image.Image, st state, args []str
 	if src := spec.FromSnapshot; src != nil {
 		// A clone's disk is backed by the snapshot's, which it reads
 		// through the snapshot's group (see Snapshot).
-		cs.Binds = append(cs.Binds, confine.Bind{Path: src.Dir})
+		cs.Binds = append(cs.Binds, confine.Bind{Path: filepath.Join(src.Dir, sandbox.DiskFile)})
 		if fi, err := os.Stat(filepath.Join(src.Dir, sandbox.DiskFile)); err == nil {
 			if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 && sys.Gid != uid {
 				cs.Groups = append(cs.Groups, sys.Gid)

@@ -369,7 +369,7 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	}
 	hctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if mem != nil {
+	if files.mem >= 0 {
 		if err := resumeIncoming(hctx, st.QMP); err != nil {
 			return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
 		}
@@ -377,7 +377,7 @@ func (e *Engine) boot(ctx context.Context, spec sandbox.Spec, img *image.Image, 
 	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 50*time.Millisecond, "boxlite-mcp/qemu-start"); err != nil {
 		return h, e.bootError(ctx, spec, st, err, timeout, consolePath, consoleStart)
 	}
-	if mem != nil {
+	if files.mem >= 0 {
 		if err := e.giveIdentity(hctx, spec, h); err != nil {
 			return h, sandbox.Wrapf(sandbox.Class(err), err, "the VM resumed from the snapshot did not take its new identity")
 		}
@@ -448,7 +448,11 @@ func (e *Engine) commandLine(spec sandbox.Spec, img *image.Image, st state, init
 		"-add-fd", fmt.Sprintf("fd=%d,set=2", e.fdOf(v.console)),
 		"-chardev", "file,id=con,path=/dev/fdset/2,append=on", "-serial", "chardev:con",
 		"-add-fd", fmt.Sprintf("fd=%d,set=1", e.fdOf(v.disk)), "-add-fd", fmt.Sprintf("fd=%d,set=1", e.fdOf(v.diskRO)),
-		"-drive", "id=root,file=/dev/fdset/1,format=qcow2,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
+		// file.locking=off: the disk is a descriptor in an fd set, and
+		// the open-file locks QEMU takes on its duplicates outlive its own
+		// re-opens (a migration's resume failed on them). Exclusivity is
+		// the box's lifecycle lock and the VMM cgroup's leftover kill.
+		"-drive", "id=root,file=/dev/fdset/1,format=qcow2,file.locking=off,if=none,cache=writeback,discard=unmap,werror=report,rerror=report",
 		"-device", "virtio-blk-device,drive=root",
 		"-chardev", fmt.Sprintf("socket,id=qmp,fd=%d,server=on,wait=off", e.fdOf(v.qmp)), "-mon", "chardev=qmp,mode=control",
 		// QEMU's own filter on top of the confinement's: no obsolete
