@@ -21,7 +21,6 @@ import (
 // HelperMain when they see it.
 const HelperArg = "__boxlite-net"
 
-
 // What the helper needs, kept small so it runs confined (package
 // sandbox/confine: an unprivileged uid, its own namespaces but the host's
 // network, no capabilities, the jail's seccomp filter, a root holding
