@@ -196,7 +196,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	}
 	var netID *proc.ID
 	if spec.Network {
-		id, link, args, err := e.startNetwork(ctx, spec, lib)
+		id, link, args, err := e.startNetwork(ctx, spec, lib, filepath.Join(img.RootfsDir(), image.AgentPath))
 		if err != nil {
 			return h, err
 		}
@@ -204,6 +204,7 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 		defer func() {
 			if err != nil {
 				network.Stop(netID)
+				network.Release(spec.ID)
 			}
 		}()
 		cfg.NetSocket, cfg.NetMAC, cfg.Args = link, network.GuestMAC, append(cfg.Args, args...)
@@ -331,6 +332,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 		return err
 	}
 	network.Stop(st.Net)
+	network.Release(spec.ID)
 	os.Remove(spec.Socket)
 	return sandbox.ErrNotRunning
 }
@@ -359,6 +361,7 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 		return errors.Join(errs...)
 	}
 	network.Stop(st.Net)
+	network.Release(spec.ID)
 	os.Remove(spec.Socket)
 	return nil
 }

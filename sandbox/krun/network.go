@@ -15,7 +15,7 @@ import (
 // device to (krun_add_net_unixstream, the passt/gvproxy stream framing).
 // It returns the socket and the agent's arguments that configure eth0.
 // A box never gets libkrun's TSI: its only network is this link.
-func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, lib *Lib) (id proc.ID, link string, agentArgs []string, err error) {
+func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, lib *Lib, stage string) (id proc.ID, link string, agentArgs []string, err error) {
 	if !lib.CanNetwork() {
 		return id, "", nil, sandbox.Errorf(sandbox.ErrUnavailable, "this libkrun has no %s (the box's network); upgrade libkrun", netUnixstream)
 	}
@@ -23,9 +23,14 @@ func (e *Engine) startNetwork(ctx context.Context, spec sandbox.Spec, lib *Lib) 
 	if err != nil {
 		return id, "", nil, sandbox.Wrapf(sandbox.ErrInvalidArgument, err, "%v", err)
 	}
+	uid, err := spec.HelperUID()
+	if err != nil {
+		return id, "", nil, err
+	}
 	link = network.LinkPath(spec.Socket)
 	id, err = network.Start(ctx, network.Launch{Host: e.cfg.Net, BoxID: spec.ID, Policy: policy,
-		Control: network.ControlPath(spec.Socket), Listen: link, Log: filepath.Join(spec.BoxDir, "network.log")})
+		Control: network.ControlPath(spec.Socket), Listen: link, Log: filepath.Join(spec.BoxDir, "network.log"),
+		Stage: stage, UID: uid})
 	if err != nil {
 		return id, "", nil, sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot start the box's network")
 	}
