@@ -102,6 +102,8 @@ type call struct {
 	timeout          time.Duration
 	reset            bool
 	cwd              string
+	startCwd         string
+	startEnv         []string
 }
 
 func run(t *testing.T, m *Manager, c call) (*wire.SessionResult, *sink) {
@@ -118,7 +120,8 @@ func runCtx(t *testing.T, ctx context.Context, m *Manager, c call) (*wire.Sessio
 		c.lang = wire.LangPython
 	}
 	s := &sink{}
-	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd}, c.code, s)
+	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd,
+		StartCwd: c.startCwd, StartEnv: c.startEnv}, c.code, s)
 	if err != nil {
 		t.Fatalf("Run(%q): %v", c.code, err)
 	}
@@ -336,5 +339,42 @@ func TestErrorDoesNotAbortNext(t *testing.T) {
 		if res, s := run(t, m, call{code: "6 * 7"}); res.Error != nil || s.result() != "42" {
 			t.Fatalf("round %d: the call after an error: %+v %+v", i, res, res.Error)
 		}
+	}
+}
+
+// TestBoxDefaults: the box's defaults (StartCwd, StartEnv) start an
+// interpreter and reach a running one only when they change, so what the
+// code changed persists; an explicit cwd applies before its call.
+func TestBoxDefaults(t *testing.T) {
+	for _, lang := range []struct {
+		name, set, show string
+		need            func(*testing.T)
+	}{
+		{wire.LangPython, "import os\nos.chdir(%q)\nos.environ['BX'] = '2'", "import os\nprint(os.getcwd(), os.environ.get('BX'))",
+			func(t *testing.T) { needPython(t) }},
+		{wire.LangJavaScript, "process.chdir(%q); process.env.BX = '2'", "console.log(process.cwd(), process.env.BX)", needNode},
+	} {
+		t.Run(lang.name, func(t *testing.T) {
+			lang.need(t)
+			m := newManager(t, Config{})
+			a, b := t.TempDir(), t.TempDir()
+			steps := []struct {
+				code, cwd, startCwd string
+				startEnv            []string
+				want                string
+			}{
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=1"}, want: a + " 1"},
+				{code: fmt.Sprintf(lang.set, b), startCwd: a, startEnv: []string{"BX=1"}},
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=1"}, want: b + " 2"},         // persisted
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=3"}, want: b + " 3"},         // new env default (a claim)
+				{code: lang.show, cwd: a, startCwd: a, startEnv: []string{"BX=3"}, want: a + " 3"}, // explicit cwd
+			}
+			for i, st := range steps {
+				res, s := run(t, m, call{lang: lang.name, code: st.code, cwd: st.cwd, startCwd: st.startCwd, startEnv: st.startEnv})
+				if got := strings.TrimSpace(s.stdout.String()); res.ExitCode != 0 || got != st.want {
+					t.Fatalf("step %d: got %q, want %q (%+v %+v)", i, got, st.want, res, res.Error)
+				}
+			}
+		})
 	}
 }
