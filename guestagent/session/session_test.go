@@ -378,3 +378,40 @@ func TestBoxDefaults(t *testing.T) {
 		})
 	}
 }
+
+// TestPythonQuickCalls: the launcher's trims (flushes with nothing
+// written return at once, no execute_input, no sleep before the reply)
+// are in place for the installed ipykernel, and lose no output: writes in
+// pieces, without a newline, from a thread, and to stderr all arrive in
+// their call, in order, before its result.
+func TestPythonQuickCalls(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	code := "import sys\nk = get_ipython().kernel\n(type(sys.stdout).flush.__name__, k._execute_sleep, k._publish_execute_input(None, None, 0))"
+	if _, s := run(t, m, call{code: code}); s.result() != "('quick_flush', 0.0, None)" {
+		t.Fatalf("the launcher's trims are not in place: %q (stderr %q)", s.result(), s.stderr.String())
+	}
+	for _, tc := range []struct {
+		name, code, stdout, stderr, result string
+	}{
+		{"pieces", "for i in range(500): print(i, end=' ')\n'done'", "", "", "'done'"},
+		{"no newline", "import sys\nsys.stdout.write('partial')\n1", "partial", "", "1"},
+		{"thread", "import threading\nt = threading.Thread(target=lambda: print('from a thread'))\nt.start(); t.join()\n2", "from a thread\n", "", "2"},
+		{"stderr", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n3", "out\n", "err\n", "3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, s := run(t, m, call{code: tc.code})
+			want := tc.stdout
+			if tc.name == "pieces" {
+				var b strings.Builder
+				for i := range 500 {
+					fmt.Fprintf(&b, "%d ", i)
+				}
+				want = b.String()
+			}
+			if res.ExitCode != 0 || s.stdout.String() != want || s.stderr.String() != tc.stderr || s.result() != tc.result {
+				t.Fatalf("%+v: stdout %q stderr %q result %q", res, s.stdout.String(), s.stderr.String(), s.result())
+			}
+		})
+	}
+}
