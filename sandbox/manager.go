@@ -107,6 +107,7 @@ type Manager struct {
 	mu      sync.Mutex            // guards the fields below
 	clients map[string]*agentConn // box id → connected agent client
 	busy    map[string]int        // box id → calls in flight in this process
+	touched map[string]time.Time  // box id → when this process last wrote its last_used_at (touchLazy)
 }
 
 // New returns a Manager. It does not touch boxes; call Reconcile for that.
@@ -150,6 +151,7 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{
 		cfg: cfg, store: cfg.Store, log: cfg.Logger.With("component", "manager"),
 		engines: map[string]Engine{}, clients: map[string]*agentConn{}, busy: map[string]int{},
+		touched: map[string]time.Time{},
 	}
 	for _, e := range cfg.Engines {
 		m.engines[e.Name()] = e

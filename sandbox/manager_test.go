@@ -687,3 +687,37 @@ func TestOrphanWithoutEngineStateIsKilled(t *testing.T) {
 		t.Fatalf("orphan dir left: %v", err)
 	}
 }
+
+// TestLastUsedIsLazy: calls within a moment of the last recorded use do
+// not write last_used_at again; a call after that moment does, so the
+// reaper of any server sees a box used within its idle timeout.
+func TestLastUsedIsLazy(t *testing.T) {
+	e := newEnv(t)
+	m, _ := e.manager()
+	b := mustCreate(t, m, "o", sandbox.CreateRequest{})
+	lastUsed := func() time.Time {
+		got, err := m.Get(context.Background(), "o", b.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.LastUsedAt
+	}
+	for _, step := range []struct {
+		advance time.Duration
+		written bool
+	}{
+		{0, true}, // the first call of this process
+		{300 * time.Millisecond, false},
+		{300 * time.Millisecond, false},
+		{time.Second, true},
+		{10 * time.Minute, true},
+	} {
+		e.advance(step.advance)
+		before := lastUsed()
+		run(t, m, "o", b.ID, "true")
+		now := time.UnixMilli(e.now.Load())
+		if got := lastUsed(); step.written != got.Equal(now) || got.Before(before) {
+			t.Fatalf("after %v: last_used_at %v (was %v, now %v), want written=%v", step.advance, got, before, now, step.written)
+		}
+	}
+}

@@ -197,12 +197,12 @@ func (m *Manager) withAgent(ctx context.Context, owner, ref string, fn func(*cli
 			m.dropClient(id) // let other servers in between calls
 		}
 	}()
-	m.touch(id)
+	m.touchLazy(r)
 	stop := m.touchWhile(id)
 	err = fn(c)
 	stop()
 	m.markUsed(id)
-	m.touch(id)
+	m.touchLazy(r)
 	if err == nil {
 		return toBox(r), nil
 	}
@@ -344,6 +344,37 @@ func (m *Manager) touch(id string) {
 	if err := m.store.Touch(m.ctx, id, m.cfg.Now()); err != nil && !errors.Is(err, persist.ErrNotFound) {
 		m.log.Warn("touch failed", "box_id", id, "err", err)
 	}
+}
+
+// touchLazy records that box r is in use, unless this process wrote that
+// less than a moment ago (a second, or a sixteenth of the box's idle
+// timeout when that is shorter): two registry writes per call were a
+// fifth of the host's CPU time on a warm session call, and last_used_at
+// only has to be exact to well within the idle timeout. The reaper of
+// this process also sees calls in flight (isBusy); touchWhile keeps long
+// calls fresh for other processes.
+func (m *Manager) touchLazy(r *persist.Box) {
+	idle := r.IdleTimeout
+	if idle <= 0 {
+		idle = m.cfg.IdleTimeout
+	}
+	skip := min(time.Second, idle/16)
+	now := m.cfg.Now()
+	m.mu.Lock()
+	if t, ok := m.touched[r.ID]; ok && now.Sub(t) >= 0 && now.Sub(t) < skip {
+		m.mu.Unlock()
+		return
+	}
+	if len(m.touched) >= 4096 {
+		for id, t := range m.touched {
+			if now.Sub(t) >= time.Second {
+				delete(m.touched, id)
+			}
+		}
+	}
+	m.touched[r.ID] = now
+	m.mu.Unlock()
+	m.touch(r.ID)
 }
 
 // touchWhile touches the box every touchEvery until the returned func is called.

@@ -197,12 +197,22 @@ func (m *Manager) poolEngines() []string {
 	return out
 }
 
+// kickPool asks for a refill pass claimRefillDelay after a claim.
 func (m *Manager) kickPool() {
-	select {
-	case m.pool.kick <- struct{}{}:
-	default:
-	}
+	time.AfterFunc(claimRefillDelay, func() {
+		select {
+		case m.pool.kick <- struct{}{}:
+		default:
+		}
+	})
 }
+
+// claimRefillDelay is how long after a claim its refill starts: a box
+// start and its interpreters' warm-up take the CPU for a second or more,
+// and right after a claim the CPU is wanted by the claimant's first calls,
+// the reason it claimed (the first print(1) took twice as long on two
+// cores when the refill started at once).
+const claimRefillDelay = time.Second
 
 // poolPass removes pooled boxes that can no longer be handed out (an older
 // image build, a dead process) and starts fills up to each pool's target.
@@ -337,7 +347,7 @@ func warmBox(ctx context.Context, c *client.Client) error {
 	if !c.SupportsSessions() {
 		return nil
 	}
-	res, err := c.RunSession(ctx, wire.SessionRequest{Name: DefaultSession, Language: wire.LangPython, Cwd: DefaultWorkDir,
+	res, err := c.RunSession(ctx, wire.SessionRequest{Name: DefaultSession, Language: wire.LangPython, StartCwd: DefaultWorkDir,
 		TimeoutMs: warmTimeout.Milliseconds()}, "None", client.SessionIO{})
 	if err != nil {
 		return fmt.Errorf("python session: %w", err)

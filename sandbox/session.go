@@ -29,7 +29,12 @@ const (
 // stops. An exception, a timeout (which interrupts the code, keeping the
 // session's state) and an interpreter's death are normal results.
 func (m *Manager) RunSession(ctx context.Context, owner, ref string, req SessionRequest, code string, sio SessionIO) (*SessionResult, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, nil, nil, &req.Env)
+	// The box's defaults go as StartCwd/StartEnv: the agent gives them to a
+	// new interpreter (and to a running one that has not had them), never
+	// again before each call, so what the code changed persists.
+	var startCwd string
+	var startEnv []string
+	ref, err := m.withDefaults(ctx, owner, ref, &startCwd, nil, nil, &startEnv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,7 +77,9 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 			}
 		}()
 		var err error
-		res, err = c.RunSession(cctx, req.wire(), code, cio)
+		wreq := req.wire()
+		wreq.StartCwd, wreq.StartEnv = startCwd, startEnv
+		res, err = c.RunSession(cctx, wreq, code, cio)
 		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
 			return errNoAnswer
 		}

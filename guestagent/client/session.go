@@ -43,6 +43,15 @@ func (c *Client) RunSession(ctx context.Context, req wire.SessionRequest, code s
 			ErrNoSessions, c.hello.AgentVersion)
 	}
 	req.CodeBytes = int64(len(code))
+	if c.hello.Minor < wire.MinorSessionDefaults {
+		// The agent ignores the box's defaults: give them as the call's own
+		// (applied before every call, as that agent always did).
+		if req.Cwd == "" {
+			req.Cwd = req.StartCwd
+		}
+		req.Env = append(append([]string{}, req.StartEnv...), req.Env...)
+		req.StartCwd, req.StartEnv = "", nil
+	}
 	var (
 		pending *wire.OutputHeader
 		data    []byte

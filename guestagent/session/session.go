@@ -19,6 +19,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -134,8 +136,20 @@ type session struct {
 	lastUsed time.Time
 
 	// Guarded by turn.
-	it     interp // nil when no interpreter runs
-	reason string // why the next start happens
+	it       interp // nil when no interpreter runs
+	reason   string // why the next start happens
+	defaults boxDefaults
+}
+
+// boxDefaults are a session request's StartCwd and StartEnv: what the
+// running interpreter started with or last got.
+type boxDefaults struct {
+	cwd string
+	env string // the entries joined with NUL
+}
+
+func defaultsOf(req *wire.SessionRequest) boxDefaults {
+	return boxDefaults{cwd: req.StartCwd, env: strings.Join(req.StartEnv, "\x00")}
 }
 
 // Manager keeps a box's sessions.
@@ -302,8 +316,20 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 	}
 	out := newOutput(sink, limit)
 	job := &job{code: code, out: out}
-	if !fresh {
+	if d := defaultsOf(req); fresh {
+		s.defaults = d
+	} else {
 		job.cwd, job.env = req.Cwd, req.Env
+		// The box's defaults reach a running interpreter only when they
+		// changed since it got them (a pooled box claimed with an env), so
+		// what the code changed persists and a call is one round trip.
+		if d.cwd != s.defaults.cwd && job.cwd == "" {
+			job.cwd = req.StartCwd
+		}
+		if d.env != s.defaults.env {
+			job.env = append(append([]string{}, req.StartEnv...), req.Env...)
+		}
+		s.defaults = d
 	}
 	oom := oomKills()
 	p := s.it.run(job)
@@ -370,13 +396,13 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 func (m *Manager) startInterp(ctx context.Context, k key, req *wire.SessionRequest) (interp, *wire.Error) {
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.StartTimeout)
 	defer cancel()
-	env := mergeEnv(m.cfg.Env(), req.Env)
+	env := mergeEnv(mergeEnv(m.cfg.Env(), req.StartEnv), req.Env)
 	cwd := m.cfg.Cwd
-	if req.Cwd != "" {
-		if fi, err := os.Stat(req.Cwd); err != nil || !fi.IsDir() {
-			return nil, wire.Errorf(wire.CodeNotDir, "working directory %q is not a directory", req.Cwd)
+	if dir := cmp.Or(req.Cwd, req.StartCwd); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return nil, wire.Errorf(wire.CodeNotDir, "working directory %q is not a directory", dir)
 		}
-		cwd = req.Cwd
+		cwd = dir
 	}
 	t := time.Now()
 	var it interp

@@ -102,6 +102,8 @@ type call struct {
 	timeout          time.Duration
 	reset            bool
 	cwd              string
+	startCwd         string
+	startEnv         []string
 }
 
 func run(t *testing.T, m *Manager, c call) (*wire.SessionResult, *sink) {
@@ -118,7 +120,8 @@ func runCtx(t *testing.T, ctx context.Context, m *Manager, c call) (*wire.Sessio
 		c.lang = wire.LangPython
 	}
 	s := &sink{}
-	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd}, c.code, s)
+	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd,
+		StartCwd: c.startCwd, StartEnv: c.startEnv}, c.code, s)
 	if err != nil {
 		t.Fatalf("Run(%q): %v", c.code, err)
 	}
@@ -336,5 +339,79 @@ func TestErrorDoesNotAbortNext(t *testing.T) {
 		if res, s := run(t, m, call{code: "6 * 7"}); res.Error != nil || s.result() != "42" {
 			t.Fatalf("round %d: the call after an error: %+v %+v", i, res, res.Error)
 		}
+	}
+}
+
+// TestBoxDefaults: the box's defaults (StartCwd, StartEnv) start an
+// interpreter and reach a running one only when they change, so what the
+// code changed persists; an explicit cwd applies before its call.
+func TestBoxDefaults(t *testing.T) {
+	for _, lang := range []struct {
+		name, set, show string
+		need            func(*testing.T)
+	}{
+		{wire.LangPython, "import os\nos.chdir(%q)\nos.environ['BX'] = '2'", "import os\nprint(os.getcwd(), os.environ.get('BX'))",
+			func(t *testing.T) { needPython(t) }},
+		{wire.LangJavaScript, "process.chdir(%q); process.env.BX = '2'", "console.log(process.cwd(), process.env.BX)", needNode},
+	} {
+		t.Run(lang.name, func(t *testing.T) {
+			lang.need(t)
+			m := newManager(t, Config{})
+			a, b := t.TempDir(), t.TempDir()
+			steps := []struct {
+				code, cwd, startCwd string
+				startEnv            []string
+				want                string
+			}{
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=1"}, want: a + " 1"},
+				{code: fmt.Sprintf(lang.set, b), startCwd: a, startEnv: []string{"BX=1"}},
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=1"}, want: b + " 2"},         // persisted
+				{code: lang.show, startCwd: a, startEnv: []string{"BX=3"}, want: b + " 3"},         // new env default (a claim)
+				{code: lang.show, cwd: a, startCwd: a, startEnv: []string{"BX=3"}, want: a + " 3"}, // explicit cwd
+			}
+			for i, st := range steps {
+				res, s := run(t, m, call{lang: lang.name, code: st.code, cwd: st.cwd, startCwd: st.startCwd, startEnv: st.startEnv})
+				if got := strings.TrimSpace(s.stdout.String()); res.ExitCode != 0 || got != st.want {
+					t.Fatalf("step %d: got %q, want %q (%+v %+v)", i, got, st.want, res, res.Error)
+				}
+			}
+		})
+	}
+}
+
+// TestPythonQuickCalls: the launcher's trims (flushes with nothing
+// written return at once, no execute_input, no sleep before the reply)
+// are in place for the installed ipykernel, and lose no output: writes in
+// pieces, without a newline, from a thread, and to stderr all arrive in
+// their call, in order, before its result.
+func TestPythonQuickCalls(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	code := "import sys\nk = get_ipython().kernel\n(type(sys.stdout).flush.__name__, k._execute_sleep, k._publish_execute_input(None, None, 0))"
+	if _, s := run(t, m, call{code: code}); s.result() != "('quick_flush', 0.0, None)" {
+		t.Fatalf("the launcher's trims are not in place: %q (stderr %q)", s.result(), s.stderr.String())
+	}
+	for _, tc := range []struct {
+		name, code, stdout, stderr, result string
+	}{
+		{"pieces", "for i in range(500): print(i, end=' ')\n'done'", "", "", "'done'"},
+		{"no newline", "import sys\nsys.stdout.write('partial')\n1", "partial", "", "1"},
+		{"thread", "import threading\nt = threading.Thread(target=lambda: print('from a thread'))\nt.start(); t.join()\n2", "from a thread\n", "", "2"},
+		{"stderr", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n3", "out\n", "err\n", "3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, s := run(t, m, call{code: tc.code})
+			want := tc.stdout
+			if tc.name == "pieces" {
+				var b strings.Builder
+				for i := range 500 {
+					fmt.Fprintf(&b, "%d ", i)
+				}
+				want = b.String()
+			}
+			if res.ExitCode != 0 || s.stdout.String() != want || s.stderr.String() != tc.stderr || s.result() != tc.result {
+				t.Fatalf("%+v: stdout %q stderr %q result %q", res, s.stdout.String(), s.stderr.String(), s.result())
+			}
+		})
 	}
 }

@@ -17,8 +17,14 @@ import (
 
 // ProtocolMinor is the minor version of this protocol: additions a host
 // can ask for, told by the agent in its hello reply. An agent that does not
-// send it (0) predates sessions.
-const ProtocolMinor = 1
+// send it (0) predates sessions; 1 has sessions; 2 also takes a session
+// request's StartCwd and StartEnv (an agent of minor 1 ignores them, so a
+// host gives it the box's defaults as Cwd and Env instead).
+const ProtocolMinor = 2
+
+// MinorSessionDefaults is the first minor version that takes
+// SessionRequest.StartCwd and StartEnv.
+const MinorSessionDefaults = 2
 
 // CapSession is the capability of an agent that runs interpreter sessions.
 const CapSession = "session"
@@ -74,6 +80,14 @@ type SessionRequest struct {
 	// runs, and persist like any change the code makes.
 	Env []string `json:"env,omitempty"`
 	Cwd string   `json:"cwd,omitempty"`
+	// StartCwd and StartEnv are the box's defaults: a new interpreter
+	// starts in StartCwd (when Cwd is empty) with StartEnv under Env. A
+	// running interpreter gets them applied only when they differ from
+	// what it started with or last got (a pooled box claimed with an env),
+	// so the working directory and variables the code changed persist, and
+	// a call costs one round trip to the interpreter.
+	StartCwd string   `json:"start_cwd,omitempty"`
+	StartEnv []string `json:"start_env,omitempty"`
 	// OutputLimit caps stdout, stderr and text outputs together; 0 means
 	// the agent's default.
 	OutputLimit int64 `json:"output_limit,omitempty"`

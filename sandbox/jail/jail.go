@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -68,14 +69,16 @@ type Engine struct {
 	log        *slog.Logger
 	diskReason string // why boxes get no disk of their own ("" when they do)
 
-	idmapOnce  sync.Once
-	idmapProbe error // why idmapped image mounts cannot be used; set once
+	idmapOnce    sync.Once
+	idmapProbe   error       // why idmapped image mounts cannot be used; set once
+	idmapChecked atomic.Bool // idmapProbe is set
 }
 
 // idmapErr says why boxes cannot see images through idmapped mounts (nil:
 // they can). The host is probed once, with the first image's agent.
 func (e *Engine) idmapErr(agent *os.File) error {
 	e.idmapOnce.Do(func() {
+		defer e.idmapChecked.Store(true)
 		if e.cfg.NoIDMap {
 			e.idmapProbe = errors.New("disabled by configuration")
 			return
@@ -86,6 +89,14 @@ func (e *Engine) idmapErr(agent *os.File) error {
 		}
 	})
 	return e.idmapProbe
+}
+
+// idmapDetail is the doctor line of the idmapped-mount probe's result.
+func idmapDetail(err error) string {
+	if err != nil {
+		return fmt.Sprintf("image files: idmapped mounts unavailable (%v); each box gets its own copy of its image (slower creation, more disk)", err)
+	}
+	return "image files: read-only idmapped mounts, owned by no box's id range"
 }
 
 var _ sandbox.Engine = (*Engine)(nil)
@@ -149,16 +160,16 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 		a.Details = append(a.Details, "disk quota: each box's files live on an ext4 image of its disk_mib (loop device)")
 	}
 	a.Details = append(a.Details, "host ids: each box has its own range of 65536 ids; root in a box is an unprivileged host uid")
-	if img, err := image.Locate(e.cfg.Home, "default"); err != nil {
+	if e.idmapChecked.Load() {
+		// Probed once per engine: no need to read the image's manifest
+		// again on every create_box.
+		a.Details = append(a.Details, idmapDetail(e.idmapProbe))
+	} else if img, err := image.Locate(e.cfg.Home, "default"); err != nil {
 		a.Details = append(a.Details, "image files: not checked yet (no default image built)")
 	} else if agent, err := os.Open(filepath.Join(img.RootfsDir(), image.AgentPath)); err != nil {
 		a.Details = append(a.Details, "image files: not checked (the default image has no guest agent)")
 	} else {
-		if err := e.idmapErr(agent); err != nil {
-			a.Details = append(a.Details, fmt.Sprintf("image files: idmapped mounts unavailable (%v); each box gets its own copy of its image (slower creation, more disk)", err))
-		} else {
-			a.Details = append(a.Details, "image files: read-only idmapped mounts, owned by no box's id range")
-		}
+		a.Details = append(a.Details, idmapDetail(e.idmapErr(agent)))
 		agent.Close()
 	}
 	a.Usable = true

@@ -1,9 +1,11 @@
 package jail_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,4 +38,17 @@ func TestJailConformance(t *testing.T) {
 		Spec:        func(t *testing.T, _, id string) sandbox.Spec { return specFor(t, home, id) },
 		PersistPath: func(sandbox.Spec) string { return "/root/persist/file.txt" },
 	})
+}
+
+// TestAvailableIsStable: after the first call probed the image files
+// (idmapped mounts), later calls report the same without reading the
+// image again.
+func TestAvailableIsStable(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := newEngine(t, testenv.Home(t))
+	first := e.Available(context.Background())
+	again := e.Available(context.Background())
+	if !first.Usable || !slices.Equal(first.Details, again.Details) || !slices.ContainsFunc(again.Details, func(d string) bool { return strings.HasPrefix(d, "image files: ") }) {
+		t.Fatalf("first %+v\nagain %+v", first, again)
+	}
 }

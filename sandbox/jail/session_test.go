@@ -71,6 +71,19 @@ func TestJailSessions(t *testing.T) {
 	if o := py("df.a.sum()"); o.result != "6" {
 		t.Fatalf("state: %q %+v", o.result, o.res)
 	}
+	// The working directory the code changes persists (the box's default
+	// is the start directory, not set again before every call); cwd
+	// changes it, and that persists too.
+	py("import os\nos.chdir('/tmp')")
+	if o := py("os.getcwd()"); o.result != "'/tmp'" {
+		t.Fatalf("chdir did not persist: %q %+v", o.result, o.res)
+	}
+	if o := sessionIn(t, m, b.ID, sandbox.SessionRequest{Cwd: "/"}, "os.getcwd()"); o.result != "'/'" {
+		t.Fatalf("cwd: %q %+v", o.result, o.res)
+	}
+	if o := py("os.getcwd()"); o.result != "'/'" {
+		t.Fatalf("cwd did not persist: %q %+v", o.result, o.res)
+	}
 	if o := py("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"); o.images != 1 {
 		t.Fatalf("plot: %+v", o)
 	}
@@ -92,6 +105,10 @@ func TestJailSessions(t *testing.T) {
 	js("let k = 20; function twice(x) { return 2 * x }")
 	if o := js("twice(k) + 2"); o.result != "42" {
 		t.Fatalf("js: %+v %+v", o.res, o.res.Error)
+	}
+	js("process.chdir('/tmp')")
+	if o := js("process.cwd()"); !strings.Contains(o.result, "/tmp") {
+		t.Fatalf("js chdir did not persist: %q %+v", o.result, o.res)
 	}
 
 	// 20 calls over 4 sessions at once: each session counts its own.
