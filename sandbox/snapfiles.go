@@ -37,7 +37,7 @@ func CopyFileCoW(ctx context.Context, src, dst string) (reflinked bool, err erro
 			os.Remove(dst)
 		}
 	}()
-	if unix.IoctlFileClone(int(out.Fd()), int(in.Fd())) == nil {
+	if reflink(out, in) {
 		return true, nil
 	}
 	fi, err := in.Stat()
