@@ -289,18 +289,29 @@ func TestBootID(t *testing.T) {
 func TestConcurrentNamesInProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "boxlite.db")
 	stores := []*Store{openTest(t, path), openTest(t, path)}
+	// 16 writers at a time race for the names: enough contention to catch
+	// a check-then-insert, without turning the test into a measure of how
+	// long 400 queued writers wait for SQLite's lock on a loaded machine
+	// (the busy timeout is 10 s; CI failed on that, not on a name).
 	var wg sync.WaitGroup
 	errs := make(chan error, 400)
-	for i := range 400 {
+	work := make(chan int)
+	for range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := stores[i%2].Insert(context.Background(), newBox("local", fmt.Sprintf("n%d", i%50)))
-			if err != nil && !errors.Is(err, ErrNameTaken) {
-				errs <- err
+			for i := range work {
+				err := stores[i%2].Insert(context.Background(), newBox("local", fmt.Sprintf("n%d", i%50)))
+				if err != nil && !errors.Is(err, ErrNameTaken) {
+					errs <- err
+				}
 			}
 		}()
 	}
+	for i := range 400 {
+		work <- i
+	}
+	close(work)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
