@@ -7,3 +7,7 @@ func VMMDir(spec sandbox.Spec) string { return vmmDir(spec) }
 
 // AgentSocket is where libkrun listens for the agent's connections (tests).
 func AgentSocket(spec sandbox.Spec) string { return agentSocket(spec) }
+
+func sandboxSpec(boxDir, socket string) sandbox.Spec {
+	return sandbox.Spec{ID: "01abc", BoxDir: boxDir, Socket: socket}
+}
