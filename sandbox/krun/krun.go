@@ -134,6 +134,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if !lib.CanDisableNetwork() {
 		a.Details = append(a.Details, "libkrun < 1.17: a box's network cannot be confined (krun_disable_implicit_vsock), so boxes are refused")
 	}
+	a.Details = append(a.Details, confinementDetail())
 	a.Usable = true
 	a.Reason = "libkrun loaded from " + e.cfg.Library
 	return a

@@ -174,3 +174,14 @@ func (e *Engine) spawnShim(spec sandbox.Spec, img *image.Image, cfg shimConfig, 
 	}
 	return p, nil
 }
+
+// confinementDetail says, for doctor, how krun shims run here.
+func confinementDetail() string {
+	info, err := cgroups.Detect()
+	if err != nil || !info.Has("memory") || !info.Has("pids") {
+		return fmt.Sprintf("VMM confinement: UNAVAILABLE (cgroups: %v %v): boxes cannot start", info, err)
+	}
+	return "VMM confinement: the krun shim runs as the box's unprivileged uid in its own user, mount, pid, ipc, uts and network namespaces, " +
+		"a read-only root of its libraries and the image plus the box's disk and one private directory, no capabilities, the jail's seccomp filter, " +
+		"and a cgroup (" + info.String() + ") limiting memory to the guest's + " + fmt.Sprint(vmmOverheadMiB) + " MiB and pids to " + fmt.Sprint(vmmPids)
+}
