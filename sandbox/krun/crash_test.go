@@ -64,7 +64,7 @@ func shimOf(parent int) (proc.ID, bool) {
 // box's spec and the orphaned shim.
 func crashDuringBoot(t *testing.T, home, libDir string) (sandbox.Spec, proc.ID) {
 	t.Helper()
-	agent := filepath.Join(t.TempDir(), "agent")
+	agent := filepath.Join(libDir, "agent") // the confined shim sees the double's directory
 	os.WriteFile(agent, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755)
 	id := persist.NewID()
 	spec := specFor(home, id)
@@ -105,7 +105,8 @@ func TestKrunServerKilledDuringBoot(t *testing.T) {
 		t.Skip("qemu-img not installed")
 	}
 	home := builtImageHome(t)
-	libDir := buildFake(t)
-	e := newEngine(t, fakeEnv{home: home, libDir: libDir, log: filepath.Join(t.TempDir(), "calls.log")})
+	fe := newFakeEnv(t, home)
+	libDir := fe.libDir
+	e := newEngine(t, fe)
 	enginetest.KilledDuringBoot(t, e, "shim", func(t *testing.T) (sandbox.Spec, proc.ID) { return crashDuringBoot(t, home, libDir) })
 }

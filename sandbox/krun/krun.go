@@ -14,7 +14,6 @@
 package krun
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,12 +24,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/boxlite-ai/boxlite-mcp/guestagent/confinespec"
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
@@ -54,6 +56,10 @@ type Config struct {
 	ShimExe string
 	// ShimEnv is added to the shim's environment (e.g. LD_LIBRARY_PATH).
 	ShimEnv []string
+	// ShimBinds are extra host paths the confined shim sees (a libkrunfw
+	// outside libkrun's directory and the system's; tests: the test
+	// double's call log).
+	ShimBinds []confine.Bind
 	// QemuImg creates the per-box qcow2 overlays (default: qemu-img from PATH).
 	QemuImg string
 	// HelloTimeout bounds a start until the agent's hello (default 30 s).
@@ -61,8 +67,10 @@ type Config struct {
 	// SkipHypervisorCheck skips the KVM/HVF check (the test double needs none).
 	SkipHypervisorCheck bool
 	// Net is the host side of boxes' networks (see package network).
-	Net    network.Host
-	Logger *slog.Logger
+	Net network.Host
+	// DieWithParent kills a shim when the thread that started it ends (tests).
+	DieWithParent bool
+	Logger        *slog.Logger
 }
 
 // Engine is the libkrun engine. It keeps no per-box memory. Safe for concurrent use.
@@ -126,6 +134,7 @@ func (e *Engine) Available(ctx context.Context) sandbox.Availability {
 	if !lib.CanDisableNetwork() {
 		a.Details = append(a.Details, "libkrun < 1.17: a box's network cannot be confined (krun_disable_implicit_vsock), so boxes are refused")
 	}
+	a.Details = append(a.Details, confinementDetail())
 	a.Usable = true
 	a.Reason = "libkrun loaded from " + e.cfg.Library
 	return a
@@ -183,74 +192,70 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 	if err != nil {
 		return h, err
 	}
-	// libkrun creates the socket itself and refuses an existing path.
-	os.Remove(spec.Socket)
-	exitPath := filepath.Join(spec.BoxDir, "exit.json")
-	os.Remove(exitPath)
+	uid, err := spec.HostIDBase()
+	if err != nil {
+		return h, err
+	}
+	// The shim's one writable directory. libkrun creates the agent's socket
+	// there itself and refuses an existing path (prepareVMMDir removes it).
+	dir := vmmDir(spec)
+	if err := prepareVMMDir(dir, uid); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot prepare the VM's directory")
+	}
 	env := spec.GuestEnv()
 	cfg := shimConfig{
 		Library: e.cfg.Library, CPUs: uint8(max(spec.CPUs, 1)), MemoryMiB: uint32(spec.MemoryMiB), Disk: disk, RootDevice: "/dev/vda",
-		Console: filepath.Join(spec.BoxDir, "console.log"), Socket: spec.Socket, Port: agentPort, Network: spec.Network,
+		Console: filepath.Join(dir, consoleName), Socket: agentSocket(spec), Port: agentPort, Network: spec.Network,
 		Exec: image.AgentPath, Args: []string{"--listen", fmt.Sprintf("vsock:%d", agentPort), "--init"},
-		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: exitPath, BoxDir: spec.BoxDir,
+		Env: env, Workdir: "/root", Rlimits: []string{"7=1048576:1048576"}, ExitRecord: filepath.Join(dir, exitName),
 	}
 	var netID *proc.ID
+	var pass []*os.File
 	if spec.Network {
 		id, link, args, err := e.startNetwork(ctx, spec, lib, filepath.Join(img.RootfsDir(), image.AgentPath))
 		if err != nil {
 			return h, err
 		}
 		netID = &id
+		defer link.Close() // the shim has its own copy
 		defer func() {
 			if err != nil {
 				network.Stop(netID)
 				network.Release(spec.ID)
 			}
 		}()
-		cfg.NetSocket, cfg.NetMAC, cfg.Args = link, network.GuestMAC, append(cfg.Args, args...)
+		pass = append(pass, link)
+		cfg.NetFD, cfg.NetMAC, cfg.Args = confinespec.PassFD(0), network.GuestMAC, append(cfg.Args, args...)
 	}
-	cfgJSON, _ := json.Marshal(cfg)
-	logf, err := os.OpenFile(filepath.Join(spec.BoxDir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	logf, err := os.OpenFile(filepath.Join(spec.BoxDir, "shim.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot create the shim's log")
 	}
 	defer logf.Close()
-	cmd := exec.Command(e.cfg.ShimExe, ShimArg)
-	cmd.Stdin = bytes.NewReader(cfgJSON)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, e.cfg.ShimEnv...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot start the krun shim")
+	p, err := e.spawnShim(spec, img, cfg, pass, logf)
+	if err != nil {
+		return h, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // owns Wait: reaps the shim whenever it ends
 	defer func() {
 		if err != nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-			}
-			os.Remove(spec.Socket)
+			p.Abort() // kills it, waits, removes its cgroup
 		}
 	}()
-	// Record the shim's identity before waiting for the agent, so a server
+	// Record the shim's identity before it runs anything, so a server
 	// that dies during the boot leaves it for the next one's Recover and
-	// Destroy. (The shim records itself too, first thing, which covers the
-	// instant between spawn and this record.)
-	id, err := proc.Of(cmd.Process.Pid)
-	if err != nil {
-		return h, sandbox.Wrapf(sandbox.ErrInternal, err, "the krun shim vanished as it started")
-	}
+	// Destroy (and its cgroup names it too).
+	id := p.ID
 	h = encode(state{Proc: id, Net: netID})
 	if err = sandbox.WriteEngineState(spec.BoxDir, h); err != nil {
 		return h, sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "cannot record the box's state on the server's disk")
 	}
+	if err = p.Go(); err != nil {
+		return h, sandbox.Wrapf(sandbox.ErrUnavailable, err, "the VM's shim died as it started")
+	}
 	hctx, cancel := context.WithTimeout(ctx, e.cfg.HelloTimeout)
 	defer cancel()
-	if err := sandbox.WaitHello(hctx, e.dialer(spec, h), exited, 20*time.Millisecond, "boxlite-mcp/krun-start"); err != nil {
-		return h, e.bootError(ctx, spec, id, err, exitPath)
+	if err = sandbox.WaitHello(hctx, e.dialer(spec, h), p.Exited, 20*time.Millisecond, "boxlite-mcp/krun-start"); err != nil {
+		return h, e.bootError(ctx, spec, id, err)
 	}
 	e.log.Info("krun box started", "box_id", spec.ID, "pid", id.PID)
 	return h, nil
@@ -260,15 +265,12 @@ func (e *Engine) Start(ctx context.Context, spec sandbox.Spec) (h sandbox.Handle
 // text says what happened and where to look; libkrun's error (a C function
 // and its return code) and the shim's log are detail: logged with the box
 // id, and kept in the internal cause.
-func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, shim proc.ID, err error, exitPath string) error {
-	var rec exitRecord
-	if b, rerr := os.ReadFile(exitPath); rerr == nil {
-		json.Unmarshal(b, &rec)
-	}
+func (e *Engine) bootError(ctx context.Context, spec sandbox.Spec, shim proc.ID, err error) error {
+	rec := readExitRecord(vmmDir(spec))
 	shimLog, _ := os.ReadFile(filepath.Join(spec.BoxDir, "shim.log"))
 	logTail := lastLines(string(shimLog), 10)
 	e.log.Warn("krun vm did not boot", "box_id", spec.ID, "err", err, "libkrun_error", rec.Reason, "shim_log", logTail,
-		"console_log", filepath.Join(spec.BoxDir, "console.log"))
+		"console_log", filepath.Join(vmmDir(spec), consoleName))
 	cause := fmt.Errorf("%w; libkrun: %q; shim log: %q", err, rec.Reason, logTail)
 	switch {
 	case ctx.Err() != nil:
@@ -298,7 +300,8 @@ func lastLines(s string, n int) string {
 }
 
 // Dial implements sandbox.Engine: libkrun forwards each connection to the
-// guest's vsock port.
+// guest's vsock port. The socket is in the shim's directory, which the host
+// treats as hostile (see dialSocket).
 func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) (net.Conn, error) {
 	st, err := decodeState(h)
 	if err != nil {
@@ -309,7 +312,11 @@ func (e *Engine) Dial(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) 
 	if !st.Proc.Alive() {
 		return nil, fmt.Errorf("krun shim of box %s (pid %d): %w", spec.ID, st.Proc.PID, sandbox.ErrNotRunning)
 	}
-	return (&net.Dialer{}).DialContext(ctx, "unix", spec.Socket)
+	uid, err := spec.HostIDBase()
+	if err != nil {
+		return nil, err
+	}
+	return dialSocket(ctx, agentSocket(spec), uid)
 }
 
 // dialer binds Dial to one box.
@@ -318,8 +325,8 @@ func (e *Engine) dialer(spec sandbox.Spec, h sandbox.Handle) sandbox.Dialer {
 }
 
 // Recover implements sandbox.Engine. The box is the shim h names; any
-// other shim recorded in the box directory (a zero h: any) was left by a
-// server that died during a start, and is killed.
+// other shim recorded in the box directory or left in its cgroup (a zero
+// h: any) was left by a server that died during a start, and is killed.
 func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
 	st, err := decodeState(h)
 	if err != nil {
@@ -331,9 +338,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 	if err := e.killLeftovers(ctx, spec, proc.ID{}); err != nil {
 		return err
 	}
-	network.Stop(st.Net)
-	network.Release(spec.ID)
-	os.Remove(spec.Socket)
+	cleanup(spec, st)
 	return sandbox.ErrNotRunning
 }
 
@@ -343,7 +348,7 @@ func (e *Engine) Recover(ctx context.Context, spec sandbox.Spec, h sandbox.Handl
 func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, grace time.Duration) error {
 	st, err := decodeState(h)
 	if err != nil {
-		// The box directory's record still finds its process.
+		// The box directory's record and the cgroup still find its process.
 		e.log.Warn("unreadable handle; stopping what the box directory records", "box_id", spec.ID, "err", err)
 		st = state{}
 	}
@@ -360,41 +365,61 @@ func (e *Engine) Stop(ctx context.Context, spec sandbox.Spec, h sandbox.Handle, 
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	network.Stop(st.Net)
-	network.Release(spec.ID)
-	os.Remove(spec.Socket)
+	cleanup(spec, st)
 	return nil
 }
 
-// killLeftovers kills the live shim the box directory records (see
-// sandbox.WriteEngineState) unless it is keep; an error if it survives.
+// killLeftovers kills every live shim of the box except keep: the one the
+// box directory records (see sandbox.WriteEngineState) and everything in
+// its VMM cgroup (a confined shim is there from its first instruction);
+// an error if one survives.
 func (e *Engine) killLeftovers(ctx context.Context, spec sandbox.Spec, keep proc.ID) error {
-	if spec.BoxDir == "" {
-		return nil
+	var ids []proc.ID
+	if spec.BoxDir != "" {
+		if h, err := sandbox.ReadEngineState(spec.BoxDir); err == nil && h.Engine == Name {
+			if st, err := decodeState(h); err == nil && st.Proc.PID != 0 {
+				ids = append(ids, st.Proc)
+			}
+		}
 	}
-	h, err := sandbox.ReadEngineState(spec.BoxDir)
-	if err != nil || h.Engine != Name {
-		return nil
+	for _, pid := range confine.Procs(vmmCgroup(spec.ID)) {
+		if id, err := proc.Of(pid); err == nil && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
-	st, err := decodeState(h)
-	if err != nil || st.Proc == keep || !st.Proc.Alive() {
-		return nil
+	var errs []error
+	for _, id := range ids {
+		if id == keep || !id.Alive() {
+			continue
+		}
+		e.log.Warn("killing a krun shim of the box that no handle names (left by a server that died during a start)", "box_id", spec.ID, "pid", id.PID)
+		if err := sandbox.StopProcess(ctx, id, nil, 0, nil); err != nil {
+			errs = append(errs, fmt.Errorf("leftover krun shim: %w", err))
+		}
 	}
-	e.log.Warn("killing a krun shim of the box that no handle names (left by a server that died during a start)", "box_id", spec.ID, "pid", st.Proc.PID)
-	if err := sandbox.StopProcess(ctx, st.Proc, nil, 0, nil); err != nil {
-		return fmt.Errorf("leftover krun shim: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// cleanup releases what a stopped box's shim held: its network helper, its
+// cgroup, its agent socket.
+func cleanup(spec sandbox.Spec, st state) {
+	network.Stop(st.Net)
+	network.Release(spec.ID)
+	confine.Remove(vmmCgroup(spec.ID))
+	os.Remove(agentSocket(spec)) // unlink follows no symlink
 }
 
 // Destroy implements sandbox.Engine. It kills the shim h names and any
-// other the box directory records (h may be zero), and fails, keeping the
-// box directory for a retry to find it by, while one still runs.
+// other the box directory or cgroup holds (h may be zero), and fails,
+// keeping the box directory for a retry to find it by, while one still runs.
 func (e *Engine) Destroy(ctx context.Context, spec sandbox.Spec, h sandbox.Handle) error {
 	if err := e.Stop(ctx, spec, h, 0); err != nil {
 		return err
 	}
-	os.Remove(spec.Socket)
+	// RemoveAll opens nothing it removes by following a symlink.
+	if err := os.RemoveAll(vmmDir(spec)); err != nil {
+		return err
+	}
 	if spec.BoxDir != "" {
 		return os.RemoveAll(spec.BoxDir)
 	}

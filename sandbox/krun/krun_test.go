@@ -13,6 +13,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
@@ -51,21 +52,61 @@ func buildFake(t *testing.T, defines ...string) string {
 	if out, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
+	// The confined shim (the box's uid) reads the library's directory.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 
+// fakeEnv is a home with the built image, the double in libDir, and its
+// call log: a directory bound writable into the confined shim.
 type fakeEnv struct {
 	home, libDir, log string
 }
 
-func newEngine(t *testing.T, fe fakeEnv) *krun.Engine {
-	return krun.New(krun.Config{
-		Home: fe.home, Library: filepath.Join(fe.libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
-		// The shim finds the double through LD_LIBRARY_PATH, as it would the real library.
-		ShimEnv: []string{"LD_LIBRARY_PATH=" + fe.libDir, "FAKEKRUN_LOG=" + fe.log, "FAKEKRUN_AGENT=" + testenv.Agent(t)},
-		Logger:  slog.New(slog.NewTextHandler(tw{t}, nil)),
-	})
+func newFakeEnv(t *testing.T, home string, defines ...string) fakeEnv {
+	t.Helper()
+	logDir := t.TempDir()
+	if err := os.Chmod(logDir, 0o777); err != nil { // written by the box's uid
+		t.Fatal(err)
+	}
+	return fakeEnv{home: home, libDir: buildFake(t, defines...), log: filepath.Join(logDir, "calls.log")}
 }
+
+// agentIn copies src into the double's directory (the confined shim sees
+// nothing else of the host's temporary files) and returns its path there.
+func agentIn(t *testing.T, libDir, src string) string {
+	t.Helper()
+	dst := filepath.Join(libDir, filepath.Base(src))
+	if _, err := os.Stat(dst); err == nil {
+		return dst // copied for an earlier engine of the same test (and maybe running)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// engineConfig is the engine on the double: the shim finds it through
+// LD_LIBRARY_PATH, as it would the real library, and runs the agent (on
+// the host, confined like the shim) where the real one would boot a VM.
+func engineConfig(t *testing.T, fe fakeEnv) krun.Config {
+	return krun.Config{
+		Home: fe.home, Library: filepath.Join(fe.libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
+		ShimEnv: []string{"LD_LIBRARY_PATH=" + fe.libDir, "FAKEKRUN_LOG=" + fe.log,
+			"FAKEKRUN_AGENT=" + agentIn(t, fe.libDir, testenv.Agent(t))},
+		ShimBinds:     []confine.Bind{{Path: filepath.Dir(fe.log), Writable: true}},
+		DieWithParent: true,
+		Logger:        slog.New(slog.NewTextHandler(tw{t}, nil)),
+	}
+}
+
+func newEngine(t *testing.T, fe fakeEnv) *krun.Engine { return krun.New(engineConfig(t, fe)) }
 
 func specFor(home, id string) sandbox.Spec {
 	dir := filepath.Join(home, "boxes", id)
@@ -80,12 +121,13 @@ func TestKrunWithLibkrunTestDouble(t *testing.T) {
 		t.Skip("qemu-img not installed")
 	}
 	home := builtImageHome(t)
-	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
+	fe := newFakeEnv(t, home)
 	enginetest.Run(t, enginetest.Target{
 		New:  func() sandbox.Engine { return newEngine(t, fe) },
 		Spec: func(t *testing.T, _, id string) sandbox.Spec { return specFor(home, id) },
-		// The double runs the agent on the host: keep the file in the box dir.
-		PersistPath: func(s sandbox.Spec) string { return filepath.Join(s.BoxDir, "data", "f.txt") },
+		// The double runs the agent on the host, confined like the shim: keep
+		// the file in the shim's directory, the one it may write.
+		PersistPath: func(s sandbox.Spec) string { return filepath.Join(krun.VMMDir(s), "data", "f.txt") },
 	})
 	calls, err := os.ReadFile(fe.log)
 	if err != nil {
@@ -168,7 +210,7 @@ func TestKrunShimFailureIsReported(t *testing.T) {
 	libDir := buildFake(t)
 	var logBuf strings.Builder
 	e := krun.New(krun.Config{Home: home, Library: filepath.Join(libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
-		ShimEnv: []string{"LD_LIBRARY_PATH=" + libDir}, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
+		ShimEnv: []string{"LD_LIBRARY_PATH=" + libDir}, DieWithParent: true, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
 	spec := specFor(home, persist.NewID())
 	_, err := e.Start(context.Background(), spec)
 	if err == nil {
@@ -190,7 +232,7 @@ func TestKrunShimFailureIsReported(t *testing.T) {
 	if logged := logBuf.String(); !strings.Contains(logged, "box_id="+spec.ID) || !strings.Contains(logged, "krun_start_enter failed: -2") {
 		t.Errorf("server log lacks the box id or libkrun's error:\n%s", logged)
 	}
-	if _, err := os.Stat(spec.Socket); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(krun.AgentSocket(spec)); !errors.Is(err, os.ErrNotExist) {
 		t.Error("socket left after a failed start")
 	}
 	e.Destroy(context.Background(), spec, sandbox.Handle{})
@@ -204,8 +246,7 @@ func TestKrunDiskSize(t *testing.T) {
 		t.Skip("qemu-img not installed")
 	}
 	home := builtImageHome(t)
-	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
-	e := newEngine(t, fe)
+	e := newEngine(t, newFakeEnv(t, home))
 	spec := specFor(home, persist.NewID())
 	spec.DiskMiB = 5000
 	h, err := e.Start(context.Background(), spec)

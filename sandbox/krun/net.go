@@ -35,19 +35,23 @@ func (l *Lib) CanNetwork() bool {
 }
 
 // AddNetUnixstream adds a virtio-net NIC (eth0) with MAC mac whose frames
-// go over the unix stream socket at path, which libkrun connects to.
-func (l *Lib) AddNetUnixstream(ctx uint32, path, mac string) error {
+// go over the connected unix stream socket fd, or (fd < 0) the one at path,
+// which libkrun connects to.
+func (l *Lib) AddNetUnixstream(ctx uint32, path string, fd int, mac string) error {
 	hw, err := net.ParseMAC(mac)
 	if err != nil || len(hw) != 6 {
 		return fmt.Errorf("%s: bad MAC %q", netUnixstream, mac)
 	}
 	l.CanNetwork()
-	cpath := C.CString(path)
-	defer C.free(unsafe.Pointer(cpath))
+	var cpath *C.char // NULL with a descriptor
+	if fd < 0 {
+		cpath = C.CString(path)
+		defer C.free(unsafe.Pointer(cpath))
+	}
 	cmac := (*C.uint8_t)(C.malloc(6))
 	defer C.free(unsafe.Pointer(cmac))
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(cmac)), 6), hw)
 	return l.call(netUnixstream, func(p unsafe.Pointer) C.int32_t {
-		return C.k_net_unixstream(p, C.uint32_t(ctx), cpath, -1, cmac, netFeatures, 0)
+		return C.k_net_unixstream(p, C.uint32_t(ctx), cpath, C.int(fd), cmac, netFeatures, 0)
 	})
 }

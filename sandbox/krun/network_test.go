@@ -4,24 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
-	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/krun"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // TestKrunNetworkWithLibkrunTestDouble runs a box with network against the
 // TEST DOUBLE of libkrun (testdata/fakekrun.c), not a VM: the engine starts
-// the box's network helper, the double's krun_add_net_unixstream connects
-// to the helper's link socket (as libkrun's virtio-net does) after TSI was
+// the box's network helper, the double's krun_add_net_unixstream takes the
+// shim's end of the link (a descriptor, as libkrun's virtio-net can) after TSI was
 // turned off, the agent is told its eth0 configuration, the helper applies
 // the box's policy, and stopping the box ends the helper.
 func TestKrunNetworkWithLibkrunTestDouble(t *testing.T) {
@@ -29,13 +26,10 @@ func TestKrunNetworkWithLibkrunTestDouble(t *testing.T) {
 		t.Skip("qemu-img not installed")
 	}
 	home := builtImageHome(t)
-	fe := fakeEnv{home: home, libDir: buildFake(t), log: filepath.Join(t.TempDir(), "calls.log")}
-	eng := krun.New(krun.Config{
-		Home: fe.home, Library: filepath.Join(fe.libDir, "libkrun.so.1"), SkipHypervisorCheck: true,
-		ShimEnv: []string{"LD_LIBRARY_PATH=" + fe.libDir, "FAKEKRUN_LOG=" + fe.log, "FAKEKRUN_AGENT=" + testenv.Agent(t)},
-		Net:     network.Host{Resolvers: []string{"127.0.0.1:9"}},
-		Logger:  slog.New(slog.NewTextHandler(tw{t}, nil)),
-	})
+	fe := newFakeEnv(t, home)
+	cfg := engineConfig(t, fe)
+	cfg.Net = network.Host{Resolvers: []string{"127.0.0.1:9"}}
+	eng := krun.New(cfg)
 	ctx := context.Background()
 	spec := specFor(home, "01krunnetwork0000000000000")
 	spec.Network, spec.NetworkAllow = true, []string{"192.0.2.10"}
@@ -52,9 +46,9 @@ func TestKrunNetworkWithLibkrunTestDouble(t *testing.T) {
 	}
 	calls, _ := os.ReadFile(fe.log)
 	log := string(calls)
-	// No offloads: the helper takes plain frames of at most the MTU.
-	link := fmt.Sprintf("krun_add_net_unixstream 0 %s mac=%s features=0 flags=0 tsi_off=1 connected=1",
-		network.LinkPath(spec.Socket), network.GuestMAC)
+	// No offloads: the helper takes plain frames of at most the MTU. The
+	// link is a descriptor (the confined shim has no path to it).
+	link := fmt.Sprintf("krun_add_net_unixstream 0 (fd) mac=%s features=0 flags=0 tsi_off=1 connected=1", network.GuestMAC)
 	for _, want := range []string{link, "krun_disable_implicit_vsock 0", "krun_add_vsock 0 tsi=0", "arg --net", `"address":"192.168.127.2/24"`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("call log lacks %q:\n%s", want, log)

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-
-	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
-	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // ShimArg is the hidden first argument that turns the boxlite-mcp binary
@@ -36,13 +33,11 @@ type shimConfig struct {
 	Workdir    string   `json:"workdir"`
 	Rlimits    []string `json:"rlimits"`
 	ExitRecord string   `json:"exit_record"`
-	// BoxDir is where the shim records its own identity (engine.json)
-	// before anything else, as the server does right after spawning it.
-	BoxDir string `json:"box_dir"`
-	// NetSocket, when set, is the box's network link (its network
-	// helper's socket) for a virtio-net NIC with MAC NetMAC.
-	NetSocket string `json:"net_socket,omitempty"`
-	NetMAC    string `json:"net_mac,omitempty"`
+	// NetFD, when positive, is the shim's descriptor of the box's network
+	// link (its end of a socket pair whose other end is the box's network
+	// helper) for a virtio-net NIC with MAC NetMAC.
+	NetFD  int    `json:"net_fd,omitempty"`
+	NetMAC string `json:"net_mac,omitempty"`
 }
 
 // exitRecord is what a shim leaves when it fails before the VM boots.
@@ -53,25 +48,14 @@ type exitRecord struct {
 
 // ShimMain configures libkrun from the JSON on stdin and enters the VM. It
 // returns only by exiting: on failure before boot it writes the exit record
-// and exits 1; after boot libkrun exits with the guest.
+// and exits 1; after boot libkrun exits with the guest. It runs confined
+// (see spawnShim): the server has recorded it before it runs at all.
 func ShimMain() {
 	runtime.LockOSThread() // libkrun runs its event loop on this thread
 	var cfg shimConfig
 	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "boxlite krun shim: reading config: %v\n", err)
 		os.Exit(2)
-	}
-	if cfg.BoxDir != "" {
-		// Record this process first: should the server die before it records
-		// it, the next server still finds the box's shim and can kill it.
-		id, err := proc.Of(os.Getpid())
-		if err == nil {
-			err = sandbox.WriteEngineState(cfg.BoxDir, encode(state{Proc: id}))
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "boxlite krun shim: recording the shim: %v\n", err)
-			os.Exit(2)
-		}
 	}
 	if err := shim(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "boxlite krun shim: %v\n", err)
@@ -110,8 +94,8 @@ func shim(cfg shimConfig) error {
 	steps = append(steps,
 		func() error { return lib.DisableImplicitVsock(ctx) },
 		func() error { return lib.AddVsock(ctx, 0) })
-	if cfg.NetSocket != "" {
-		steps = append(steps, func() error { return lib.AddNetUnixstream(ctx, cfg.NetSocket, cfg.NetMAC) })
+	if cfg.NetFD > 0 {
+		steps = append(steps, func() error { return lib.AddNetUnixstream(ctx, "", cfg.NetFD, cfg.NetMAC) })
 	}
 	steps = append(steps,
 		func() error { return lib.AddVsockPort2(ctx, cfg.Port, cfg.Socket, true) },
