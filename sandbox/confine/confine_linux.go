@@ -16,6 +16,9 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/proc"
 )
 
+// Supported reports whether programs really run confined on this OS.
+const Supported = true
+
 // Process is a started confined program, held at the start line: it runs
 // nothing of the program until Go sends its configuration. The caller records its identity (ID,
 // Cgroup) first, so that a server dying in between leaves nothing running

@@ -4,11 +4,12 @@ package krun
 
 import (
 	"context"
-	"errors"
 	"net"
 )
 
-// dialSocket is Linux only, as the shim's confinement is.
+// dialSocket dials the agent's socket. Off Linux the shim is not confined:
+// it runs as the server's own user, so its directory is no more hostile
+// than the server's own files.
 func dialSocket(ctx context.Context, path string, uid uint32) (net.Conn, error) {
-	return nil, errors.New("the krun shim's agent socket needs Linux (O_PATH)")
+	return (&net.Dialer{}).DialContext(ctx, "unix", path)
 }

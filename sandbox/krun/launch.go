@@ -76,8 +76,10 @@ func prepareVMMDir(dir string, uid uint32) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if err := os.Lchown(dir, int(uid), int(uid)); err != nil {
-		return err
+	if confine.Supported { // else the shim runs as the server's user
+		if err := os.Lchown(dir, int(uid), int(uid)); err != nil {
+			return err
+		}
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
@@ -132,8 +134,10 @@ func (e *Engine) spawnShim(spec sandbox.Spec, img *image.Image, cfg shimConfig, 
 	}
 	defer exe.Close()
 	// The disk is the shim's to write (libkrun opens it by path): one file.
-	if err := os.Lchown(cfg.Disk, int(uid), int(uid)); err != nil {
-		return nil, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the box's disk to its VM")
+	if confine.Supported {
+		if err := os.Lchown(cfg.Disk, int(uid), int(uid)); err != nil {
+			return nil, sandbox.Wrapf(sandbox.ErrInternal, err, "cannot hand the box's disk to its VM")
+		}
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	stdinR, stdinW, err := os.Pipe()
@@ -177,6 +181,9 @@ func (e *Engine) spawnShim(spec sandbox.Spec, img *image.Image, cfg shimConfig, 
 
 // confinementDetail says, for doctor, how krun shims run here.
 func confinementDetail() string {
+	if !confine.Supported {
+		return "VMM confinement: NONE on this OS (no namespaces or cgroups): the krun shim runs as the server's own user"
+	}
 	info, err := cgroups.Detect()
 	if err != nil || !info.Has("memory") || !info.Has("pids") {
 		return fmt.Sprintf("VMM confinement: UNAVAILABLE (cgroups: %v %v): boxes cannot start", info, err)
