@@ -15,8 +15,37 @@ import { newHome, startHTTP, connect, call, text, sleep, BIN } from "./harness.m
 const CACHE = process.env.BOXLITE_TEST_HOME ?? "/var/tmp/boxlite-test-home";
 const homes = [];
 after(() => {
-  for (const h of homes) fs.rmSync(h, { recursive: true, force: true });
+  for (const h of homes) {
+    killBoxes(h);
+    fs.rmSync(h, { recursive: true, force: true });
+  }
 });
+
+/**
+ * killBoxes kills what still runs of h's boxes (a pool a failed case left
+ * filling outlives its servers by design): every process in each box's
+ * cgroups, the VMM's and network helper's included.
+ */
+function killBoxes(h) {
+  let ids = [];
+  try { ids = fs.readdirSync(path.join(h, "boxes")); } catch { return; }
+  const roots = ["/sys/fs/cgroup/boxlite"];
+  for (const c of ["memory", "pids", "cpu", "freezer"]) roots.push(`/sys/fs/cgroup/${c}/boxlite`);
+  for (const root of roots) {
+    let names = [];
+    try { names = fs.readdirSync(root); } catch { continue; }
+    for (const n of names) {
+      if (!ids.some((id) => n === id || n.startsWith(id + "."))) continue;
+      const procs = [];
+      const walk = (d) => {
+        try { procs.push(...fs.readFileSync(path.join(d, "cgroup.procs"), "utf8").split("\n").filter(Boolean)); } catch {}
+        try { for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name)); } catch {}
+      };
+      walk(path.join(root, n));
+      for (const pid of procs) try { process.kill(Number(pid), "SIGKILL"); } catch {}
+    }
+  }
+}
 
 function home() {
   const h = newHome();
