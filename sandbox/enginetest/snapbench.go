@@ -24,25 +24,39 @@ func BenchSnapshots(b *testing.B, m *sandbox.Manager, rounds int, req sandbox.Cr
 			b.Fatalf("first run: %v %+v %q", err, res, out.String())
 		}
 	}
+	// session is run_code's path: the box's default Python session.
+	session := func(b *testing.B, box string) {
+		var out bytes.Buffer
+		_, _, err := m.RunSession(ctx, "bench", box, sandbox.SessionRequest{Name: "default", Language: "python", TimeoutMs: 120_000},
+			"print(1)", sandbox.SessionIO{Stdout: &out, Stderr: &out})
+		if err != nil || out.String() != "1\n" {
+			b.Fatalf("session run: %v %q", err, out.String())
+		}
+	}
 	parent, err := m.Create(ctx, "bench", req)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer m.Destroy(ctx, "bench", parent.ID)
 	first(b, parent.ID)
+	session(b, parent.ID) // a memory snapshot holds the live session
 	sn, err := m.SnapshotBox(ctx, "bench", parent.ID, "")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer m.DeleteSnapshot(ctx, "bench", sn.ID)
+	var createAnd func(req sandbox.CreateRequest, run func(*testing.B, string)) func(b *testing.B) time.Duration
 	createAndRun := func(req sandbox.CreateRequest) func(b *testing.B) time.Duration {
+		return createAnd(req, first)
+	}
+	createAnd = func(req sandbox.CreateRequest, run func(*testing.B, string)) func(b *testing.B) time.Duration {
 		return func(b *testing.B) time.Duration {
 			t := time.Now()
 			box, err := m.Create(ctx, "bench", req)
 			if err != nil {
 				b.Fatal(err)
 			}
-			first(b, box.ID)
+			run(b, box.ID)
 			d := time.Since(t)
 			if _, err := m.Destroy(ctx, "bench", box.ID); err != nil {
 				b.Fatal(err)
@@ -68,6 +82,12 @@ func BenchSnapshots(b *testing.B, m *sandbox.Manager, rounds int, req sandbox.Cr
 			}
 			return d
 		}, Bytes: sn.Bytes},
+	)
+	// The same through run_code's session: a memory snapshot's clone
+	// answers from the session it restored; a cold box starts one.
+	bench.Compare(b, rounds,
+		bench.Case{Name: "session-cold", Op: createAnd(req, session)},
+		bench.Case{Name: "session-from-snapshot", Op: createAnd(clone, session)},
 	)
 	bench.Report(b, "snapshot-size", map[string]float64{"MiB": float64(sn.Bytes) / (1 << 20)})
 }
