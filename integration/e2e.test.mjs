@@ -29,10 +29,11 @@ for (const kind of ["stdio", "http", "sse"]) {
       }
     });
 
-    test("lists seven tools with every annotation set", async () => {
+    test("lists the ten tools with every annotation set", async () => {
       const { tools } = await client.listTools();
       const names = tools.map((t) => t.name).sort();
-      assert.deepEqual(names, ["create_box", "destroy_box", "exec_command", "list_boxes", "read_file", "run_code", "write_file"]);
+      assert.deepEqual(names, ["create_box", "delete_snapshot", "destroy_box", "exec_command", "list_boxes", "list_snapshots",
+        "read_file", "run_code", "snapshot_box", "write_file"]);
       for (const t of tools) {
         for (const hint of ["readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint"]) {
           assert.equal(typeof t.annotations?.[hint], "boolean", `${t.name}.${hint}`);
@@ -44,6 +45,8 @@ for (const kind of ["stdio", "http", "sse"]) {
       assert.equal(byName.destroy_box.annotations.destructiveHint, true);
       assert.equal(byName.destroy_box.annotations.idempotentHint, true);
       assert.equal(byName.create_box.annotations.destructiveHint, false);
+      assert.equal(byName.list_snapshots.annotations.readOnlyHint, true);
+      assert.equal(byName.delete_snapshot.annotations.destructiveHint, true);
     });
 
     test("full tool flow", async () => {
