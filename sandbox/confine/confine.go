@@ -96,3 +96,17 @@ func StageBinary(fallback string) (*os.File, error) {
 	}
 	return os.Open(fallback)
 }
+
+// UseDevice lets the program see the host device node path, keeping the
+// node's owner group (e.g. kvm for /dev/kvm, usually root:kvm 0660) as a
+// supplementary group. A missing node is not added.
+func (s *Spec) UseDevice(path string) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	s.Devices = append(s.Devices, path)
+	if gid, ok := fileGroup(fi); ok && gid != 0 && gid != s.UID {
+		s.Groups = append(s.Groups, gid)
+	}
+}

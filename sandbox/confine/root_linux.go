@@ -11,27 +11,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ensureRootDir creates RootDir (searchable, not listable, by box uids) and
-// makes it a private bind mount of itself, so nothing mounted below it
-// propagates to the host's other mount namespaces (as the jail engine's
-// mount base).
-func ensureRootDir() error {
-	if err := os.MkdirAll(RootDir, 0o711); err != nil {
+// ensureRootDir creates RootDir and makes it a private mount.
+func ensureRootDir() error { return EnsurePrivateDir(RootDir) }
+
+// EnsurePrivateDir creates dir (searchable, not listable, by box uids: mode
+// 0711, and its parent too) and makes it a private bind mount of itself, so
+// nothing mounted below it propagates to the host's other mount namespaces.
+// The jail engine's mount base and the confined roots' directory use it.
+func EnsurePrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
 	}
-	os.Chmod(filepath.Dir(RootDir), 0o711)
-	if isMountPoint(RootDir) {
+	os.Chmod(dir, 0o711)
+	os.Chmod(filepath.Dir(dir), 0o711) // /run/boxlite; /run itself is left as it is
+	if isMountPoint(dir) {
 		return nil
 	}
-	if err := unix.Mount(RootDir, RootDir, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", RootDir, err)
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", dir, err)
 	}
-	if err := unix.Mount("", RootDir, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make %s private: %w", RootDir, err)
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	return nil
 }
 
+// isMountPoint reports whether path is a mount point (per mountinfo).
 func isMountPoint(path string) bool {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -40,11 +45,17 @@ func isMountPoint(path string) bool {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if fields := strings.Fields(sc.Text()); len(fields) > 4 && fields[4] == path {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && UnescapeMountPath(fields[4]) == path {
 			return true
 		}
 	}
 	return false
+}
+
+// UnescapeMountPath undoes mountinfo's octal escapes of a path.
+func UnescapeMountPath(s string) string {
+	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
 // bindSpec is one bind of a confined root.

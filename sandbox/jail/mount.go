@@ -1,14 +1,14 @@
 package jail
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/confine"
 )
 
 // mountBase holds the short-lived host mounts of box roots. It is a private
@@ -20,48 +20,9 @@ func mountPoint(id string) string { return filepath.Join(mountBase, id) }
 
 // ensureMountBase creates mountBase (searchable, not listable, by box uids)
 // and makes it a private mount.
-func ensureMountBase() error {
-	if err := os.MkdirAll(mountBase, 0o711); err != nil {
-		return err
-	}
-	for d := mountBase; d != "/" && d != "."; d = filepath.Dir(d) {
-		os.Chmod(d, 0o711) // /run/boxlite and below; /run itself is left as it is
-		if d == filepath.Dir(mountBase) {
-			break
-		}
-	}
-	if isMountPoint(mountBase) {
-		return nil
-	}
-	if err := unix.Mount(mountBase, mountBase, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind %s: %w", mountBase, err)
-	}
-	if err := unix.Mount("", mountBase, "", unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make %s private: %w", mountBase, err)
-	}
-	return nil
-}
+func ensureMountBase() error { return confine.EnsurePrivateDir(mountBase) }
 
-// isMountPoint reports whether path is a mount point (per mountinfo).
-func isMountPoint(path string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountPath(fields[4]) == path {
-			return true
-		}
-	}
-	return false
-}
-
-func unescapeMountPath(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
-}
+func unescapeMountPath(s string) string { return confine.UnescapeMountPath(s) }
 
 // mountRoot mounts the box's root at its mount point and returns it: an
 // overlay of lower (read-only, seen through an idmapped mount made with ns

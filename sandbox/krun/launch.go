@@ -165,12 +165,7 @@ func (e *Engine) spawnShim(spec sandbox.Spec, img *image.Image, cfg shimConfig, 
 		// libkrun loads libkrunfw from its search path: usually libkrun's own directory.
 		cs.Binds = append(cs.Binds, confine.Bind{Path: filepath.Dir(e.cfg.Library)})
 	}
-	if fi, err := os.Stat("/dev/kvm"); err == nil {
-		cs.Devices = append(cs.Devices, "/dev/kvm")
-		if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 {
-			cs.Groups = append(cs.Groups, sys.Gid) // /dev/kvm is usually root:kvm 0660
-		}
-	}
+	cs.UseDevice("/dev/kvm")
 	p, err := confine.Start(cs)
 	if err != nil {
 		stdinW.Close()

@@ -206,12 +206,7 @@ func (e *Engine) spawn(spec sandbox.Spec, img *image.Image, st state, args []str
 		}
 	}
 	if st.KVM {
-		cs.Devices = append(cs.Devices, "/dev/kvm")
-		if fi, err := os.Stat("/dev/kvm"); err == nil {
-			if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Gid != 0 {
-				cs.Groups = append(cs.Groups, sys.Gid) // /dev/kvm is usually root:kvm 0660
-			}
-		}
+		cs.UseDevice("/dev/kvm")
 	}
 	p, err := confine.Start(cs)
 	if err != nil {
