@@ -160,9 +160,17 @@ func addr(s string) tcpip.FullAddress {
 }
 
 func (g *guest) dial(address string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	return gonet.DialContextTCP(ctx, g.s, addr(address), ipv4.ProtocolNumber)
+	// The guest resolves its gateway by ARP first: three tries a second
+	// apart, which a loaded 2-core machine can starve ("no route to host").
+	// A Linux guest asks again on the next connect; so does this one.
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := gonet.DialContextTCP(ctx, g.s, addr(address), ipv4.ProtocolNumber)
+		cancel()
+		if err == nil || attempt == 2 || !strings.Contains(err.Error(), "no route to host") {
+			return c, err
+		}
+	}
 }
 
 // hello dials address and returns the first line the server says.
