@@ -18,6 +18,9 @@ type UsageQuery struct {
 	// (a warm pool's ready boxes): PoolOwner's boxes in it are summed in
 	// Usage.Reclaim*.
 	Reclaim string
+	// Remote names engines whose boxes hold none of this host's memory
+	// and CPUs (they run elsewhere): they are not counted as live.
+	Remote []string
 }
 
 // Usage is what the recorded boxes hold.
@@ -42,6 +45,12 @@ func usage(ctx context.Context, tx *sql.Tx, q UsageQuery, except string) (Usage,
 		live = "status IN (?" + strings.Repeat(",?", len(q.Live)-1) + ")"
 		for _, s := range q.Live {
 			liveArgs = append(liveArgs, s)
+		}
+		if len(q.Remote) > 0 {
+			live = "(" + live + " AND engine NOT IN (?" + strings.Repeat(",?", len(q.Remote)-1) + "))"
+			for _, e := range q.Remote {
+				liveArgs = append(liveArgs, e)
+			}
 		}
 	}
 	args := []any{q.Owner}

@@ -51,6 +51,9 @@ func (m *Manager) admitNew(owner string, spec Spec, need *reclaim) func(persist.
 		if m.cfg.OwnerMaxBoxes > 0 && u.OwnerBoxes >= m.cfg.OwnerMaxBoxes {
 			return Errorf(ErrResourceExhausted, "you have %d boxes, the most one owner may have here; destroy boxes you no longer need (list_boxes shows them)", u.OwnerBoxes)
 		}
+		if spec.RuntimeImageConfig {
+			return nil // the cluster's scheduler and quotas admit it
+		}
 		if free := int64(m.cfg.MaxMemoryMiB) - u.LiveMemoryMiB; int64(spec.MemoryMiB) > free && int64(spec.MemoryMiB) <= free+u.ReclaimMemoryMiB {
 			need.memMiB = int64(spec.MemoryMiB) - free
 			return nil
@@ -72,12 +75,14 @@ func (m *Manager) admitMemory(spec Spec, u persist.Usage) error {
 // transitionStarting moves a stopped or failed box to starting if its
 // memory fits beside what runs at that moment.
 func (m *Manager) transitionStarting(ctx context.Context, id string, spec Spec) error {
-	_, err := m.store.UpdateAdmitted(ctx, id, persist.UsageQuery{Live: liveStatuses}, func(b *persist.Box, u persist.Usage) error {
+	_, err := m.store.UpdateAdmitted(ctx, id, persist.UsageQuery{Live: liveStatuses, Remote: m.remoteEngines()}, func(b *persist.Box, u persist.Usage) error {
 		if !CanTransition(Status(b.Status), StatusStarting) {
 			return Errorf(ErrFailedPrecondition, "box %s cannot go from %s to %s", id, b.Status, StatusStarting)
 		}
-		if err := m.admitMemory(spec, u); err != nil {
-			return err
+		if !spec.RuntimeImageConfig { // a remote box holds no host memory
+			if err := m.admitMemory(spec, u); err != nil {
+				return err
+			}
 		}
 		b.Status, b.StatusReason = string(StatusStarting), ""
 		return nil

@@ -16,8 +16,11 @@ var ErrNotRunning = errors.New("box process is not running")
 
 // Spec is everything an engine needs to run a box.
 type Spec struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name,omitempty"`
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+	// Owner is who created the box (a Remote engine labels its objects
+	// with it; local engines need not).
+	Owner     string            `json:"owner,omitempty"`
 	Image     string            `json:"image"`
 	CPUs      int               `json:"cpus"`
 	MemoryMiB int               `json:"memory_mib"`
@@ -33,6 +36,10 @@ type Spec struct {
 	WorkDir string  `json:"work_dir,omitempty"`
 	UID     *uint32 `json:"uid,omitempty"`
 	GID     *uint32 `json:"gid,omitempty"`
+	// RuntimeImageConfig: the engine's runtime applies the image's env,
+	// working directory and user (a Remote engine's box); runs leave
+	// WorkDir and the user unset so the agent's own apply.
+	RuntimeImageConfig bool `json:"runtime_image_config,omitempty"`
 	// ImageID is the identity of the image build the box was created from
 	// (image.Identity; set on pooled boxes, which a rebuild replaces).
 	ImageID string `json:"image_id,omitempty"`

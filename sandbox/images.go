@@ -74,6 +74,9 @@ const DefaultWorkDir = "/root"
 // runDefaults fills what a run left unset from the box's image config: the
 // working directory and the user (each when its pointer is not nil).
 func (s Spec) runDefaults(cwd *string, uid, gid **uint32) {
+	if s.RuntimeImageConfig {
+		return // the agent runs as, and where, the runtime started it
+	}
 	if cwd != nil && *cwd == "" {
 		*cwd = s.WorkDir
 		if *cwd == "" {

@@ -275,6 +275,7 @@ type CreateRequest struct {
 	// FromSnapshot makes the box from this snapshot (id, name or prefix).
 	FromSnapshot string
 	snapshot     *Snapshot // resolved by prepareClone
+	remote       bool      // a Remote engine's box: Image is an OCI reference
 }
 
 func (r *CreateRequest) validate() error {
@@ -284,7 +285,7 @@ func (r *CreateRequest) validate() error {
 	if r.Image == "" {
 		r.Image = DefaultImage
 	}
-	if !names.Valid(r.Image) {
+	if !r.remote && !names.Valid(r.Image) {
 		return Errorf(ErrInvalidArgument, "image name %q is not valid", r.Image)
 	}
 	if r.CPUs == 0 {
@@ -337,19 +338,31 @@ func (m *Manager) Create(ctx context.Context, owner string, req CreateRequest) (
 		}
 		defer release()
 	}
-	img, err := m.resolveImage(ctx, &req)
+	eng, why, err := m.PickEngine(ctx, req.Engine)
 	if err != nil {
+		return nil, err
+	}
+	var img *ResolvedImage
+	remote, isRemote := eng.(Remote)
+	if isRemote {
+		// The engine's runtime pulls the image and applies its config.
+		if req.FromSnapshot != "" {
+			return nil, Errorf(ErrInvalidArgument, "engine %s has no snapshots", eng.Name())
+		}
+		ref, err := remote.ImageRef(req.Image)
+		if err != nil {
+			return nil, Wrapf(ErrInvalidArgument, err, "%v", err)
+		}
+		req.Image, req.remote = ref, true
+		img = &ResolvedImage{Name: ref}
+	} else if img, err = m.resolveImage(ctx, &req); err != nil {
 		return nil, err
 	}
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
-	if req.CPUs > m.cfg.HostCPUs {
+	if !isRemote && req.CPUs > m.cfg.HostCPUs {
 		return nil, Errorf(ErrInvalidArgument, "cpus %d is more than this host has (%d); ask for at most %d", req.CPUs, m.cfg.HostCPUs, m.cfg.HostCPUs)
-	}
-	eng, why, err := m.PickEngine(ctx, req.Engine)
-	if err != nil {
-		return nil, err
 	}
 	if req.FromSnapshot == "" { // a clone is never a pooled box
 		if b, err := m.claim(ctx, owner, eng, &req, img); b != nil || err != nil {
@@ -367,11 +380,12 @@ func (m *Manager) create(ctx context.Context, owner string, eng Engine, why stri
 	if req.TTL > 0 {
 		row.ExpiresAt = now.Add(req.TTL)
 	}
-	spec := Spec{ID: row.ID, Name: req.Name, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
+	spec := Spec{ID: row.ID, Name: req.Name, Owner: owner, Image: req.Image, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
 		Network: req.Network, NetworkAllow: req.NetworkAllow, Env: req.Env, BoxDir: filepath.Join(m.boxesDir(), row.ID), Socket: m.socketPath(row.ID)}
 	img.apply(&spec)
+	spec.RuntimeImageConfig = req.remote
 	var need reclaim
-	q, admit, final := persist.UsageQuery{Owner: owner, Live: liveStatuses, Reclaim: string(StatusPooled)}, m.admitNew(owner, spec, &need), StatusRunning
+	q, admit, final := persist.UsageQuery{Owner: owner, Live: liveStatuses, Reclaim: string(StatusPooled), Remote: m.remoteEngines()}, m.admitNew(owner, spec, &need), StatusRunning
 	if pf != nil {
 		spec.ImageID, q.Engine, admit, final = pf.imageID, eng.Name(), m.admitPool(spec, pf.target), StatusPooled
 	}
@@ -503,6 +517,11 @@ func (m *Manager) resolve(ctx context.Context, owner, ref string) (*persist.Box,
 		return nil, Errorf(ErrNotFound, "no box matches %q; list_boxes shows the boxes you have", ref)
 	}
 	r, err := m.store.Resolve(ctx, owner, ref)
+	if errors.Is(err, persist.ErrNotFound) && len(m.remoteEngines()) > 0 {
+		// Perhaps made through another server sharing a cluster.
+		m.syncRemote(ctx, owner)
+		r, err = m.store.Resolve(ctx, owner, ref)
+	}
 	switch {
 	case errors.Is(err, persist.ErrNotFound):
 		return nil, Wrapf(ErrNotFound, err, "no box matches %q; list_boxes shows the boxes you have", ref)
@@ -533,6 +552,7 @@ func (m *Manager) List(ctx context.Context, owner string, status Status) ([]*Box
 	if owner == persist.PoolOwner {
 		return []*Box{}, nil // nobody's boxes (the pool's) are nobody's to list; AllBoxes lists every box
 	}
+	m.syncRemote(ctx, owner)
 	rows, err := m.store.List(ctx, persist.Filter{Owner: owner, Status: string(status)})
 	if err != nil {
 		return nil, Wrapf(ErrInternal, err, "could not list boxes")
@@ -601,6 +621,9 @@ func (m *Manager) stop(ctx context.Context, id, reason string) (*Box, error) {
 	eng, spec, h, err := m.engineFor(r)
 	if err != nil {
 		return nil, err
+	}
+	if re, ok := eng.(Remote); ok && !re.CanStop() {
+		return nil, Errorf(ErrFailedPrecondition, "box %s runs on engine %s, whose boxes cannot be stopped here (a stopped pod loses its files; the server needs --k8s-storage-class for that): destroy it instead", id, eng.Name())
 	}
 	// The stop goes on if the caller leaves: a half-stopped box helps no one.
 	sctx, cancel := background(ctx, m.cfg.StopGrace+30*time.Second)

@@ -96,7 +96,7 @@ func (m *Manager) claim(ctx context.Context, owner string, eng Engine, req *Crea
 	}
 	now := m.cfg.Now()
 	sel := persist.PoolSelect{Status: string(StatusPooled), Engine: eng.Name(), Image: req.Image, ImageID: imageID}
-	r, err := m.store.Claim(ctx, sel, persist.UsageQuery{Owner: owner, Live: liveStatuses}, func(b *persist.Box, u persist.Usage) error {
+	r, err := m.store.Claim(ctx, sel, persist.UsageQuery{Owner: owner, Live: liveStatuses, Remote: m.remoteEngines()}, func(b *persist.Box, u persist.Usage) error {
 		if !CanTransition(StatusPooled, StatusRunning) {
 			return Errorf(ErrInternal, "pooled boxes cannot be claimed")
 		}

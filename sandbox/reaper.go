@@ -95,6 +95,9 @@ func (m *Manager) Reap(ctx context.Context) ReapReport {
 }
 
 func (m *Manager) idle(r *persist.Box, now time.Time) bool {
+	if re, ok := m.engines[r.Engine].(Remote); ok && !re.CanStop() {
+		return false // no idle stop for boxes that would lose their files
+	}
 	timeout := r.IdleTimeout
 	if timeout <= 0 {
 		timeout = m.cfg.IdleTimeout

@@ -115,7 +115,7 @@ func (m *Manager) reconcileBox(ctx context.Context, id string, rebooted bool, re
 		return err
 	}
 	reason := "host rebooted"
-	if !rebooted {
+	if _, remote := eng.(Remote); !rebooted || remote { // a host reboot ends no remote box
 		rerr := eng.Recover(ctx, spec, h)
 		if rerr == nil {
 			return m.reattach(ctx, r, eng, spec, h, rep)

@@ -28,7 +28,7 @@ const (
 var Languages = []string{"python", "javascript", "bash", "sh"}
 
 // Engines create_box accepts.
-var Engines = []string{"auto", "krun", "qemu", "jail"}
+var Engines = []string{"auto", "krun", "qemu", "jail", "k8s"}
 
 // extra is what Go types cannot say about a field.
 type extra struct {

@@ -7,7 +7,7 @@ package tools
 type CreateBoxIn struct {
 	Name               string            `json:"name,omitempty" jsonschema:"Optional name, unique among your boxes; usable wherever a box is asked for"`
 	Image              string            `json:"image,omitempty" jsonschema:"Guest image: a local image name, or an OCI/Docker reference such as python:3.12-slim or ghcr.io/org/tool:1.4, pulled on first use (its Env, WorkingDir and User apply; Entrypoint and Cmd are ignored)"`
-	Engine             string            `json:"engine,omitempty" jsonschema:"Isolation engine: auto picks the strongest this host can run (krun, then qemu, then jail)"`
+	Engine             string            `json:"engine,omitempty" jsonschema:"Isolation engine: auto picks the strongest this host can run (krun, then qemu, then jail); k8s runs the box as a pod on the server's Kubernetes cluster, when it has one"`
 	CPUs               int               `json:"cpus,omitempty" jsonschema:"Virtual CPUs"`
 	MemoryMiB          int               `json:"memory_mib,omitempty" jsonschema:"Memory limit in MiB"`
 	DiskMiB            int               `json:"disk_mib,omitempty" jsonschema:"Disk size in MiB (default 4096, 256 to 65536): the box's files cannot grow past it"`

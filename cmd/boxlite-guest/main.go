@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -23,7 +24,7 @@ import (
 
 func main() {
 	var (
-		listen   = flag.String("listen", "", "transport: unix:PATH, vsock:PORT, fd:N or serial:NAME")
+		listen   = flag.String("listen", "", "transport: unix:PATH, vsock:PORT, fd:N, tcp:127.0.0.1:PORT (loopback only) or serial:NAME")
 		init_    = flag.Bool("init", os.Getpid() == 1, "do the first-process duties (mounts, reaping); default on as PID 1")
 		modules  = flag.String("modules", "", "comma-separated kernel module files to load, in order")
 		rootDev  = flag.String("root", "", "block device to mount and switch into, e.g. /dev/vda")
@@ -37,12 +38,22 @@ func main() {
 		netJSON  = flag.String("net", "", "network configuration (JSON) to apply after the init duties")
 		hold     = flag.Bool("hold", false, "wait until stdin ends, then exit (the jail engine holds a user namespace with it)")
 		confine  = flag.Bool("confine", false, "confine and execute a box's host-side helper (QEMU, krun shim, network helper) as the host's launcher asks on stdin")
+		contain  = flag.Bool("container", false, "run as a container's first process (a Kubernetes box): reap orphans, no mounts, no host name; sessions keep their files under --state")
+		state    = flag.String("state", "/boxlite", "with --container: a writable directory of the agent's own (the pod's emptyDir)")
+		install  = flag.String("install", "", "copy this binary to the given path and exit (the init container of a Kubernetes box)")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
 	)
 	flag.Parse()
 	if *version {
 		fmt.Println(guestagent.Version)
+		return
+	}
+	if *install != "" {
+		if err := guestagent.InstallSelf(*install); err != nil {
+			fmt.Fprintf(os.Stderr, "boxlite install: %v\n", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if *confine {
@@ -119,6 +130,15 @@ func main() {
 		}
 	}
 	cfg := guestagent.Config{OutputLimit: *outLimit, MaxFileSize: *maxFile, Logger: log, Work: work}
+	if *contain {
+		// The container runtime did the mounts and applied the image's
+		// user, env and working directory: runs and sessions start where
+		// the agent was started, and sessions keep their files in the
+		// agent's own writable directory (the image's /run may not be).
+		*noMounts, *hostname = true, ""
+		cfg.SessionDir = filepath.Join(*state, "sessions")
+		cfg.SessionCwd, _ = os.Getwd()
+	}
 	if *init_ {
 		var mods []string
 		if *modules != "" {
@@ -146,7 +166,9 @@ func main() {
 			nc := *netCfg
 			cfg.Renetwork = func() error { return guestagent.ConfigureNetwork(nc) }
 		}
-		cfg.PowerOff = guestagent.PowerOff
+		if !*contain { // a container ends by its first process exiting (the default)
+			cfg.PowerOff = guestagent.PowerOff
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -57,6 +57,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[2:], stderr)
 	case "image":
 		err = imageCmd(ctx, args[2:], stdout, stderr)
+	case "k8s":
+		err = k8sCmd(ctx, args[2:], stdout)
 	case "doctor":
 		err = doctor(ctx, args[2:], stdout)
 	case "version", "--version", "-v":

@@ -25,6 +25,7 @@ import (
 func doctor(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	home := fs.String("home", defaultHome(), "boxlite home directory")
+	kf := addK8sFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -76,13 +77,23 @@ func doctor(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintln(out, "\nengines (auto picks the first usable one):")
 	log := slog.New(slog.DiscardHandler)
 	engs, _ := engines(*home, log, "auto")
+	engs, kerr := withK8s(engs, kf, log, "auto")
+	if kerr != nil {
+		fmt.Fprintf(out, "  k8s   unusable: %v\n", kerr)
+	}
 	have := map[string]sandbox.Engine{}
 	for _, e := range engs {
 		have[e.Name()] = e
 	}
 	var pick string
-	for _, name := range engineNames {
+	for _, name := range append(engineNames, "k8s") {
 		e, ok := have[name]
+		if !ok && name == "k8s" {
+			if kerr == nil {
+				fmt.Fprintln(out, "  k8s   not configured: pass --kubeconfig (and the other --k8s-* flags serve takes) to check a cluster")
+			}
+			continue
+		}
 		if !ok {
 			fmt.Fprintf(out, "  %-5s unusable: not built into this binary\n", name)
 			continue

@@ -22,7 +22,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		transportName = fs.String("transport", "stdio", "stdio, http or sse (http also serves SSE)")
 		listen        = fs.String("listen", "127.0.0.1:7070", "HTTP listen address")
 		home          = fs.String("home", defaultHome(), "boxlite home directory")
-		engine        = fs.String("engine", "auto", "auto, krun, qemu or jail")
+		engine        = fs.String("engine", "auto", "auto, krun, qemu, jail or k8s")
 		tokenFile     = fs.String("token-file", "", "file of 'OWNER TOKEN' lines; required to listen beyond loopback")
 		stopOnExit    = fs.Bool("stop-boxes-on-exit", false, "stop every running box when the server exits")
 		idle          = fs.Duration("idle-timeout", 15*time.Minute, "stop boxes unused this long")
@@ -41,6 +41,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		origins       stringList
 		poolFlags     stringList
 	)
+	kf := addK8sFlags(fs)
 	fs.Var(&poolFlags, "pool", "keep N booted, pre-warmed boxes of the default shape ready on ENGINE, as ENGINE=N (repeatable)")
 	fs.Var(&origins, "allow-origin", "extra allowed browser Origin (repeatable)")
 	fs.Var(&allowImages, "allow-image", "image references create_box accepts, e.g. docker.io/library/* (repeatable; default: any)")
@@ -79,7 +80,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer store.Close()
 	netHost.ResolvConf = *resolvConf
 	engs, err := engines(*home, log, *engine)
+	if *engine == "k8s" {
+		engs, err = nil, nil
+	}
 	if err != nil {
+		return err
+	}
+	if engs, err = withK8s(engs, kf, log, *engine); err != nil {
 		return err
 	}
 	if *maxMemory < 0 || *maxBoxes < 0 || *ownerBoxes < 0 || *maxSnapGiB < 0 {
