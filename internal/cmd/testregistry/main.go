@@ -2,7 +2,10 @@
 // for the e2e tests: test/python:1 (the default image's root file system,
 // with a user, a working directory and an environment in its config) and
 // test/nopython:1 (the same without Python). It prints "READY <addr>" and
-// serves until stdin closes or it is signalled.
+// serves until stdin closes or it is signalled. With -write-tar FILE it
+// serves nothing: it writes the images, and test/plain:1 (the root file
+// system with an empty config: root, no env), into one docker-archive
+// tarball (for a cluster without a registry: `ctr images import`) and exits.
 package main
 
 import (
@@ -15,7 +18,9 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/ocitest"
 )
@@ -24,10 +29,18 @@ func main() {
 	rootfs := flag.String("rootfs", "", "root file system to serve as the images' base layer (required)")
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address to listen on")
 	slow := flag.Int64("slow-first", 0, "throttle the first download of each big blob to this many bytes a second")
+	tarOut := flag.String("write-tar", "", "write the images into this docker-archive tarball and exit")
 	flag.Parse()
 	if *rootfs == "" {
 		fmt.Fprintln(os.Stderr, "testregistry: -rootfs is required")
 		os.Exit(2)
+	}
+	if *tarOut != "" {
+		if err := writeTar(*rootfs, *tarOut); err != nil {
+			fmt.Fprintln(os.Stderr, "testregistry:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(*rootfs, *listen, *slow); err != nil {
 		fmt.Fprintln(os.Stderr, "testregistry:", err)
@@ -71,4 +84,39 @@ func run(rootfs, listen string, slow int64) error {
 	case <-eof:
 	}
 	return nil
+}
+
+// writeTar writes test/python:1, test/nopython:1 and test/plain:1 into one
+// docker-archive (their shared base layer once).
+func writeTar(rootfs, out string) error {
+	tmp, err := os.MkdirTemp(filepath.Dir(out), ".testregistry-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	base, err := ocitest.DirLayer(rootfs, filepath.Join(tmp, "base.tar"), false)
+	if err != nil {
+		return err
+	}
+	py, nopy, err := ocitest.BoxImages(base, rootfs)
+	if err != nil {
+		return err
+	}
+	plain, err := ocitest.Image(v1.Config{}, base)
+	if err != nil {
+		return err
+	}
+	refs := map[name.Reference]v1.Image{}
+	for tag, img := range map[string]v1.Image{"test/python:1": py, "test/nopython:1": nopy, "test/plain:1": plain} {
+		t, err := name.NewTag(tag)
+		if err != nil {
+			return err
+		}
+		refs[t] = img
+	}
+	if err := tarball.MultiRefWriteToFile(out+".tmp", refs); err != nil {
+		os.Remove(out + ".tmp")
+		return err
+	}
+	return os.Rename(out+".tmp", out)
 }
