@@ -143,7 +143,7 @@ func (s *Store) InsertAdmitted(ctx context.Context, b *Box, q UsageQuery, admit 
 
 // Get returns the box with exactly this id, whoever owns it.
 func (s *Store) Get(ctx context.Context, id string) (*Box, error) {
-	b, err := scanBox(s.db.QueryRowContext(ctx, `SELECT `+boxColumns+` FROM boxes WHERE id = ?`, strings.ToLower(id)))
+	b, err := scanBox(s.queryRow(ctx, `SELECT `+boxColumns+` FROM boxes WHERE id = ?`, strings.ToLower(id)))
 	if err != nil {
 		return nil, fmt.Errorf("box %s: %w", id, err)
 	}
@@ -151,7 +151,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Box, error) {
 }
 
 func (s *Store) byName(ctx context.Context, owner, name string) (*Box, error) {
-	return scanBox(s.db.QueryRowContext(ctx, `SELECT `+boxColumns+` FROM boxes WHERE owner = ? AND name = ?`, owner, name))
+	return scanBox(s.queryRow(ctx, `SELECT `+boxColumns+` FROM boxes WHERE owner = ? AND name = ?`, owner, name))
 }
 
 // Resolve finds owner's box by reference: exact id, then exact name, then a
@@ -161,7 +161,7 @@ func (s *Store) Resolve(ctx context.Context, owner, ref string) (*Box, error) {
 	if ref == "" {
 		return nil, fmt.Errorf("empty box reference: %w", ErrNotFound)
 	}
-	b, err := scanBox(s.db.QueryRowContext(ctx, `SELECT `+boxColumns+` FROM boxes WHERE id = ? AND owner = ?`, strings.ToLower(ref), owner))
+	b, err := scanBox(s.queryRow(ctx, `SELECT `+boxColumns+` FROM boxes WHERE id = ? AND owner = ?`, strings.ToLower(ref), owner))
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return b, err
 	}

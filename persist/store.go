@@ -106,9 +106,10 @@ func SchemaVersion() int {
 
 // Store is the box store. Create it with Open; Close it when done.
 type Store struct {
-	db   *sql.DB
-	path string
-	now  func() time.Time
+	db    *sql.DB
+	path  string
+	now   func() time.Time
+	stmts stmts
 }
 
 // Option configures a Store.
@@ -153,7 +154,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.closeStmts()
+	return s.db.Close()
+}
 
 // init validates the file, turns on WAL and applies pending migrations.
 func (s *Store) init(ctx context.Context) error {
