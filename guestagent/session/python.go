@@ -202,10 +202,10 @@ func (k *pyKernel) connect(ctx context.Context) error {
 	if err := k.iopub.SetOption(zmq4.OptionSubscribe, ""); err != nil {
 		return err
 	}
-	if err := k.shell.Dial(fmt.Sprintf("ipc://%s-%d", base, portShell)); err != nil {
+	if err := k.shell.Dial(fmt.Sprintf("%s://%s-%d", zmtpScheme, base, portShell)); err != nil {
 		return err
 	}
-	if err := k.iopub.Dial(fmt.Sprintf("ipc://%s-%d", base, portIOPub)); err != nil {
+	if err := k.iopub.Dial(fmt.Sprintf("%s://%s-%d", zmtpScheme, base, portIOPub)); err != nil {
 		return err
 	}
 	go k.read(k.shell, true)
@@ -227,7 +227,7 @@ func (k *pyKernel) ping(ctx context.Context) (bool, error) {
 	}
 	r := k.listen(id)
 	defer k.unlisten(r)
-	if err := k.shell.Send(zmq4.NewMsgFrom(frames...)); err != nil {
+	if err := k.shell.SendMulti(zmq4.NewMsgFrom(frames...)); err != nil {
 		return false, err
 	}
 	reply, status := false, false
@@ -367,7 +367,7 @@ func (k *pyKernel) execute(code string, silent bool, out *output) (o outcome) {
 	k.mu.Lock()
 	shell := k.shell
 	k.mu.Unlock()
-	if shell == nil || shell.Send(zmq4.NewMsgFrom(frames...)) != nil {
+	if shell == nil || shell.SendMulti(zmq4.NewMsgFrom(frames...)) != nil {
 		<-k.proc.done
 		o.died = true
 		return o
