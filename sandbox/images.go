@@ -8,6 +8,8 @@ import (
 	"context"
 	"maps"
 	"slices"
+
+	"github.com/boxlite-ai/boxlite-mcp/persist"
 )
 
 // ImageSource resolves the image of a new box. Implementations are safe
@@ -92,13 +94,13 @@ func (s Spec) runDefaults(cwd *string, uid, gid **uint32) {
 	}
 }
 
-// withDefaults resolves ref and fills a run's defaults from its box; the
-// returned ref is the box id. env (when not nil) gets the env a claimed
+// withDefaults resolves ref and fills a run's defaults from its box, which
+// it returns (for withAgentOn: one lookup per call). env (when not nil) gets the env a claimed
 // pooled box's agent started without, under the run's own entries.
-func (m *Manager) withDefaults(ctx context.Context, owner, ref string, cwd *string, uid, gid **uint32, env *[]string) (string, error) {
+func (m *Manager) withDefaults(ctx context.Context, owner, ref string, cwd *string, uid, gid **uint32, env *[]string) (*persist.Box, error) {
 	r, err := m.resolve(ctx, owner, ref)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	spec := toBox(r).Spec
 	spec.runDefaults(cwd, uid, gid)
@@ -110,5 +112,5 @@ func (m *Manager) withDefaults(ctx context.Context, owner, ref string, cwd *stri
 		}
 		*env = append(late, *env...) // later entries win in the agent
 	}
-	return r.ID, nil
+	return r, nil
 }

@@ -186,6 +186,11 @@ func (m *Manager) withAgent(ctx context.Context, owner, ref string, fn func(*cli
 	if err != nil {
 		return nil, err
 	}
+	return m.withAgentOn(ctx, r, fn)
+}
+
+// withAgentOn is withAgent on a box already resolved (for its owner).
+func (m *Manager) withAgentOn(ctx context.Context, r *persist.Box, fn func(*client.Client) error) (*Box, error) {
 	id := r.ID
 	c, err := m.ensureRunning(ctx, id)
 	if err != nil {
@@ -410,12 +415,12 @@ var errNoAnswer = errors.New("the box did not answer in time")
 // Exec runs a program in the box (starting the box if it is stopped).
 // A non-zero exit or a timeout is a normal result.
 func (m *Manager) Exec(ctx context.Context, owner, ref string, req ExecRequest, eio ExecIO) (*ExecResult, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID, &req.Env)
+	r, err := m.withDefaults(ctx, owner, ref, &req.Cwd, &req.UID, &req.GID, &req.Env)
 	if err != nil {
 		return nil, nil, err
 	}
 	var res *wire.ExecResult
-	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+	b, err := m.withAgentOn(ctx, r, func(c *client.Client) error {
 		limit := callTimeout
 		if req.TimeoutMs > 0 {
 			limit = time.Duration(req.TimeoutMs)*time.Millisecond + execGrace
@@ -434,12 +439,12 @@ func (m *Manager) Exec(ctx context.Context, owner, ref string, req ExecRequest, 
 
 // WriteFile writes r to path in the box; req.Size is exact or -1.
 func (m *Manager) WriteFile(ctx context.Context, owner, ref string, req WriteFileRequest, r io.Reader) (*FileResult, *Box, error) {
-	ref, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID, nil)
+	rec, err := m.withDefaults(ctx, owner, ref, nil, &req.UID, &req.GID, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	var res *wire.Result
-	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+	b, err := m.withAgentOn(ctx, rec, func(c *client.Client) error {
 		cctx, cancel := context.WithTimeoutCause(ctx, callTimeout, errNoAnswer)
 		defer cancel()
 		var err error

@@ -34,13 +34,13 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 	// again before each call, so what the code changed persists.
 	var startCwd string
 	var startEnv []string
-	ref, err := m.withDefaults(ctx, owner, ref, &startCwd, nil, nil, &startEnv)
+	r, err := m.withDefaults(ctx, owner, ref, &startCwd, nil, nil, &startEnv)
 	if err != nil {
 		return nil, nil, err
 	}
 	var res *wire.SessionResult
 	agentVersion := ""
-	b, err := m.withAgent(ctx, owner, ref, func(c *client.Client) error {
+	b, err := m.withAgentOn(ctx, r, func(c *client.Client) error {
 		if !c.SupportsSessions() {
 			agentVersion = c.Hello().AgentVersion
 			return errTooOld

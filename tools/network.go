@@ -61,19 +61,36 @@ func renderNetwork(n NetworkOut) string {
 func reportDenials[T any](s *Server, box func(T) string, h func(context.Context, mcp.CallToolRequest, T) (*mcp.CallToolResult, error)) func(context.Context, mcp.CallToolRequest, T) (*mcp.CallToolResult, error) {
 	return func(ctx context.Context, req mcp.CallToolRequest, in T) (*mcp.CallToolResult, error) {
 		since := time.Now()
-		r, err := h(ctx, req, in)
+		ran := &ranIn{}
+		r, err := h(context.WithValue(ctx, ranInKey{}, ran), req, in)
 		if err != nil || r == nil || r.IsError {
 			return r, err
 		}
-		s.addDenials(ctx, box(in), since, r)
+		s.addDenials(ctx, box(in), ran.box, since, r)
 		return r, nil
 	}
 }
 
-func (s *Server) addDenials(ctx context.Context, ref string, since time.Time, r *mcp.CallToolResult) {
-	b, err := s.m.Get(ctx, Owner(ctx), ref)
-	if err != nil {
-		return
+// ranIn is where a handler under reportDenials notes the box its call ran
+// in (the manager returns it), which saves looking the box up again.
+type (
+	ranInKey struct{}
+	ranIn    struct{ box *sandbox.Box }
+)
+
+// noteBox records b as the box of the call ctx belongs to.
+func noteBox(ctx context.Context, b *sandbox.Box) {
+	if r, ok := ctx.Value(ranInKey{}).(*ranIn); ok && b != nil {
+		r.box = b
+	}
+}
+
+func (s *Server) addDenials(ctx context.Context, ref string, b *sandbox.Box, since time.Time, r *mcp.CallToolResult) {
+	if b == nil {
+		var err error
+		if b, err = s.m.Get(ctx, Owner(ctx), ref); err != nil {
+			return
+		}
 	}
 	st := s.m.NetworkStatus(ctx, b, since)
 	if st == nil || len(st.Denied) == 0 {

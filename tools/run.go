@@ -217,7 +217,9 @@ func (s *Server) run(ctx context.Context, req mcp.CallToolRequest, tool, box str
 				}
 			}
 		}()
-		res, _, err = s.m.Exec(ctx, Owner(ctx), box, er, sandbox.ExecIO{Stdout: &stdout, Stderr: &stderr})
+		var b *sandbox.Box
+		res, b, err = s.m.Exec(ctx, Owner(ctx), box, er, sandbox.ExecIO{Stdout: &stdout, Stderr: &stderr})
+		noteBox(ctx, b)
 		return err
 	})
 	if err != nil {

@@ -107,7 +107,9 @@ func (s *Server) runSession(ctx context.Context, req mcp.CallToolRequest, in Run
 			}
 		}()
 		var err error
-		res, _, err = s.m.RunSession(ctx, Owner(ctx), in.Box, sr, in.Code, sandbox.SessionIO{Stdout: &stdout, Stderr: &stderr, Output: outs.add})
+		var b *sandbox.Box
+		res, b, err = s.m.RunSession(ctx, Owner(ctx), in.Box, sr, in.Code, sandbox.SessionIO{Stdout: &stdout, Stderr: &stderr, Output: outs.add})
+		noteBox(ctx, b)
 		return err
 	})
 	if err != nil {
