@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ type fakeManager struct {
 	create     func(ctx context.Context, req sandbox.CreateRequest) error
 	exec       func(ctx context.Context, req sandbox.ExecRequest, eio sandbox.ExecIO) (*sandbox.ExecResult, error)
 	session    func(ctx context.Context, req sandbox.SessionRequest, sio sandbox.SessionIO) (*sandbox.SessionResult, error)
+	// network, when set, is every box's network status; gets counts Get.
+	network *sandbox.NetworkState
+	gets    atomic.Int32
 }
 
 var _ Manager = (*fakeManager)(nil)
@@ -55,6 +59,7 @@ func (f *fakeManager) Create(ctx context.Context, owner string, req sandbox.Crea
 }
 
 func (f *fakeManager) Get(ctx context.Context, owner, ref string) (*sandbox.Box, error) {
+	f.gets.Add(1)
 	return fakeBox(), f.fail()
 }
 
@@ -108,7 +113,10 @@ func (f *fakeManager) RunSession(ctx context.Context, owner, ref string, req san
 }
 
 func (f *fakeManager) NetworkStatus(ctx context.Context, b *sandbox.Box, since time.Time) *sandbox.NetworkState {
-	return nil
+	if b == nil {
+		panic("NetworkStatus without a box")
+	}
+	return f.network
 }
 
 func fakeSnapshot() *sandbox.Snapshot {
