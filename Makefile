@@ -17,7 +17,7 @@ LISTEN ?= 127.0.0.1:7070
 PREFIX ?= /usr/local
 
 .PHONY: all deps deps-apt deps-npm deps-go build install test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance test-image \
-        run bench resilience generate clean
+        run bench resilience generate clean test-k8s
 
 all: build
 
@@ -64,7 +64,7 @@ run: deps-apt deps-go build
 	$(BIN)/boxlite-mcp serve --transport http --listen $(LISTEN)
 
 ## test: everything CI runs
-test: deps build test-image test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance
+test: deps build test-image test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance test-k8s
 	@echo "make test: all suites passed"
 
 test-image: build
@@ -108,6 +108,13 @@ test-resilience-qemu: $(NODE_MODULES) build test-image
 test-sessions-qemu: $(NODE_MODULES) build test-image
 	cd integration && SESSIONS_ENGINE=qemu BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout sessions.test.mjs
 
+# The k8s engine on a real single-node cluster built here (internal/cmd/testcluster; the cluster's
+# binaries and the test images are cached outside the clone, keyed by version): the engine's Go
+# tests, then the e2e file through the TypeScript SDK. The cluster is torn down whatever happens.
+test-k8s: $(NODE_MODULES) build test-image
+	integration/k8s/with-cluster.sh bash -c '$(GO) test -count=1 -timeout 15m -run . ./sandbox/k8s/ && \
+	  cd integration && BOXLITE_BIN=$(CURDIR)/$(BIN)/boxlite-mcp node --test --test-force-exit --test-concurrency=1 --test-timeout=900000 --test-reporter=spec --test-reporter-destination=stdout k8s.test.mjs'
+
 test-conformance: $(NODE_MODULES) build
 	integration/conformance.sh $(CURDIR)/$(BIN)/boxlite-mcp
 
@@ -121,6 +128,7 @@ resilience: deps build test-image
 ## min-max, paired ratios; see internal/bench), printed with the machine and written into BENCHMARKS.md
 bench: deps build test-image
 	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 -timeout 30m ./... | tee /tmp/boxlite-bench.txt
+	set -o pipefail; integration/k8s/with-cluster.sh $(GO) test -run='^$$' -bench=K8s -benchtime=1x -count=1 -timeout 30m ./sandbox/k8s/ | tee -a /tmp/boxlite-bench.txt
 	$(GO) run ./internal/cmd/benchratio -command 'make bench' -update BENCHMARKS.md \
 	  -commit "$$(git rev-parse --short HEAD)$$(git diff --quiet HEAD -- . 2>/dev/null || echo ' plus uncommitted changes')" < /tmp/boxlite-bench.txt
 
