@@ -35,6 +35,7 @@ import (
 var (
 	imagesOnce sync.Once
 	imagesErr  error
+	imagesDir  string // boxImages' scratch directory, removed by TestMain
 	pyImg      v1.Image
 	noPyImg    v1.Image
 	baseLayer  v1.Layer
@@ -50,6 +51,16 @@ func baseImage(t testing.TB) *image.Image {
 	return testenv.Image(t)
 }
 
+// TestMain removes boxImages' layer file (over a gigabyte) once every test
+// of the binary is done with it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imagesDir != "" {
+		os.RemoveAll(imagesDir)
+	}
+	os.Exit(code)
+}
+
 // boxImages builds the two test images once per test binary: the default
 // image's root file system as one layer (about 250 MB).
 func boxImages(t testing.TB) (py, nopy v1.Image) {
@@ -61,6 +72,7 @@ func boxImages(t testing.TB) (py, nopy v1.Image) {
 			imagesErr = err
 			return
 		}
+		imagesDir = dir
 		if baseLayer, imagesErr = ocitest.DirLayer(img.RootfsDir(), filepath.Join(dir, "base.tar"), false); imagesErr != nil {
 			return
 		}
