@@ -170,7 +170,41 @@ func checkConfigApplies(t *testing.T, w *world, box string) {
 	if err != nil || res.ExitCode != 0 || out != "42 65534\n" {
 		t.Errorf("python: %q %+v %v", out, res, err)
 	}
+	checkSessionsLikeFresh(t, w, box)
 }
+
+// checkSessionsLikeFresh: an interpreter session runs as the fresh runs of
+// the box do: the image's user (and no other groups), working directory and
+// environment.
+func checkSessionsLikeFresh(t *testing.T, w *world, box string) {
+	t.Helper()
+	for _, tt := range []struct {
+		lang, code string
+		argv       []string
+	}{
+		{sandbox.LangPython, pyIdentity, []string{"python3", "-c", pyIdentity}},
+		{sandbox.LangJavaScript, jsIdentity, []string{"node", "-e", jsIdentity}},
+	} {
+		fresh, res, err := w.run(t, box, tt.argv...)
+		if err != nil || res.ExitCode != 0 || !strings.HasPrefix(fresh, "65534 65534 [] /srv/work from-image ") {
+			t.Errorf("%s fresh: %q %+v %v", tt.lang, fresh, res, err)
+			continue
+		}
+		var out bytes.Buffer
+		sres, _, err := w.m.RunSession(context.Background(), "t", box, sandbox.SessionRequest{Name: "default", Language: tt.lang, TimeoutMs: 120_000},
+			tt.code, sandbox.SessionIO{Stdout: &out, Stderr: &out})
+		if err != nil || sres.ExitCode != 0 || out.String() != fresh {
+			t.Errorf("%s session: %q, fresh run: %q (%+v %v)", tt.lang, out.String(), fresh, sres, err)
+		}
+	}
+}
+
+// pyIdentity and jsIdentity print the identity, directory and environment
+// a run has.
+const (
+	pyIdentity = `import os; print(os.getuid(), os.getgid(), sorted(set(os.getgroups()) - {os.getgid()}), os.getcwd(), *[os.environ.get(k) for k in ("GREETING", "HOME", "PATH", "LANG")])`
+	jsIdentity = `console.log(process.getuid(), process.getgid(), JSON.stringify(process.getgroups().filter((g) => g !== process.getgid())), process.cwd(), ...["GREETING", "HOME", "PATH", "LANG"].map((k) => process.env[k]))`
+)
 
 // TestOCIBoxesJail: boxes of pulled images on the jail engine.
 func TestOCIBoxesJail(t *testing.T) {
