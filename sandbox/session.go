@@ -31,10 +31,13 @@ const (
 func (m *Manager) RunSession(ctx context.Context, owner, ref string, req SessionRequest, code string, sio SessionIO) (*SessionResult, *Box, error) {
 	// The box's defaults go as StartCwd/StartEnv: the agent gives them to a
 	// new interpreter (and to a running one that has not had them), never
-	// again before each call, so what the code changed persists.
+	// again before each call, so what the code changed persists. The
+	// image's user goes as StartUID/StartGID: interpreters run as fresh
+	// runs do.
 	var startCwd string
 	var startEnv []string
-	r, err := m.withDefaults(ctx, owner, ref, &startCwd, nil, nil, &startEnv)
+	var uid, gid *uint32
+	r, err := m.withDefaults(ctx, owner, ref, &startCwd, &uid, &gid, &startEnv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,7 +81,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 		}()
 		var err error
 		wreq := req.wire()
-		wreq.StartCwd, wreq.StartEnv = startCwd, startEnv
+		wreq.StartCwd, wreq.StartEnv, wreq.StartUID, wreq.StartGID = startCwd, startEnv, uid, gid
 		res, err = c.RunSession(cctx, wreq, code, cio)
 		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
 			return errNoAnswer

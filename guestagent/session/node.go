@@ -66,14 +66,14 @@ type nodeDone struct {
 	err   *wire.SessionError
 }
 
-func startNode(ctx context.Context, m *Manager, k key, env []string, cwd string) (interp, error) {
+func startNode(ctx context.Context, m *Manager, k key, env []string, cwd string, cred *syscall.Credential) (interp, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
 	parent, child := os.NewFile(uintptr(fds[0]), "driver-ctl"), os.NewFile(uintptr(fds[1]), "driver-ctl-child")
 	argv := []string{m.cfg.Node, "--expose-internals", "-e", driverJS}
-	p, err := m.startProcess(argv, env, cwd, []*os.File{child})
+	p, err := m.startProcess(argv, env, cwd, []*os.File{child}, cred)
 	child.Close()
 	if err != nil {
 		parent.Close()

@@ -55,8 +55,9 @@ func (w procWriter) Write(b []byte) (int, error) {
 }
 
 // startProcess starts argv in its own process group, in the box's work
-// cgroup (through m.cfg.Start), with extra files from fd 3 on.
-func (m *Manager) startProcess(argv, env []string, dir string, extra []*os.File) (*process, error) {
+// cgroup (through m.cfg.Start), with extra files from fd 3 on, as cred
+// (nil: the agent's user).
+func (m *Manager) startProcess(argv, env []string, dir string, extra []*os.File, cred *syscall.Credential) (*process, error) {
 	path, err := lookPath(argv[0], env)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func (m *Manager) startProcess(argv, env []string, dir string, extra []*os.File)
 	// No Pdeathsig: it fires when the forking OS thread ends, which the Go
 	// runtime may do at any time; the agent is the box's first process, so
 	// its interpreters end with it anyway.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.WaitDelay = time.Second
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = procWriter{p, false}, procWriter{p, true}

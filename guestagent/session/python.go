@@ -114,8 +114,12 @@ del _boxlite_quick`
 
 var errNoIPyKernel = errors.New("python3-ipykernel is not installed in this box's image: rebuild the image (boxlite-mcp image build) or run with fresh: true")
 
-func startPython(ctx context.Context, m *Manager, k key, env []string, cwd string) (interp, error) {
-	if err := os.MkdirAll(m.cfg.Dir, 0o700); err != nil {
+func startPython(ctx context.Context, m *Manager, k key, env []string, cwd string, cred *syscall.Credential) (interp, error) {
+	// Kernels of the box's user reach their own directory, nothing else.
+	if err := os.MkdirAll(m.cfg.Dir, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(m.cfg.Dir, 0o711); err != nil {
 		return nil, err
 	}
 	dir, err := os.MkdirTemp(m.cfg.Dir, "py-"+k.name+"-")
@@ -134,6 +138,17 @@ func startPython(ctx context.Context, m *Manager, k key, env []string, cwd strin
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	if cred != nil {
+		// The kernel reads the file and makes its sockets in dir. The
+		// directory is handed over last: until then the box's user cannot
+		// plant anything in it for the agent to write through.
+		for _, p := range []string{connFile, dir} {
+			if err := os.Lchown(p, int(cred.Uid), int(cred.Gid)); err != nil {
+				os.RemoveAll(dir)
+				return nil, err
+			}
+		}
+	}
 	env = mergeEnv([]string{
 		// matplotlib draws into PNGs sent at the end of each call (and on
 		// plt.show()); ipykernel sets the same default.
@@ -143,7 +158,7 @@ func startPython(ctx context.Context, m *Manager, k key, env []string, cwd strin
 	}, env)
 	argv := []string{m.cfg.Python, "-Xfrozen_modules=off", "-c", pyLauncher, "-f", connFile,
 		"--HistoryManager.hist_file=:memory:", "--Kernel._execute_sleep=0"}
-	p, err := m.startProcess(argv, env, cwd, nil)
+	p, err := m.startProcess(argv, env, cwd, nil, cred)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -27,8 +27,10 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
@@ -120,6 +122,7 @@ const (
 	ReasonFirstUse        = "first use"
 	ReasonReset           = "reset"
 	ReasonInterruptFailed = "interrupt failed: the code did not stop within the grace period, so the interpreter was killed"
+	ReasonUserChanged     = "the box's user changed, so the interpreter was restarted as the new one"
 )
 
 type key struct{ lang, name string }
@@ -139,6 +142,7 @@ type session struct {
 	it       interp // nil when no interpreter runs
 	reason   string // why the next start happens
 	defaults boxDefaults
+	user     string // the user it runs as (userOf)
 }
 
 // boxDefaults are a session request's StartCwd and StartEnv: what the
@@ -150,6 +154,37 @@ type boxDefaults struct {
 
 func defaultsOf(req *wire.SessionRequest) boxDefaults {
 	return boxDefaults{cwd: req.StartCwd, env: strings.Join(req.StartEnv, "\x00")}
+}
+
+// userOf names the user an interpreter for req runs as ("" for the agent's).
+func userOf(req *wire.SessionRequest) string {
+	if req.StartUID == nil && req.StartGID == nil {
+		return ""
+	}
+	f := func(id *uint32) string {
+		if id == nil {
+			return "-"
+		}
+		return strconv.FormatUint(uint64(*id), 10)
+	}
+	return f(req.StartUID) + ":" + f(req.StartGID)
+}
+
+// credential is the identity an interpreter for req runs as, the way an
+// exec applies ExecRequest.UID and GID: an id not given stays the agent's,
+// and a uid drops the supplementary groups. Nil: the agent's own.
+func credential(req *wire.SessionRequest) *syscall.Credential {
+	if req.StartUID == nil && req.StartGID == nil {
+		return nil
+	}
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid()), NoSetGroups: req.StartUID == nil}
+	if req.StartUID != nil {
+		cred.Uid = *req.StartUID
+	}
+	if req.StartGID != nil {
+		cred.Gid = *req.StartGID
+	}
+	return cred
 }
 
 // Manager keeps a box's sessions.
@@ -292,6 +327,11 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		default:
 		}
 	}
+	if s.it != nil && s.user != userOf(req) {
+		s.it.kill(ReasonUserChanged)
+		s.it = nil
+		s.reason = ReasonUserChanged
+	}
 	if req.Reset && s.it != nil {
 		s.it.kill(ReasonReset)
 		s.it = nil
@@ -306,7 +346,7 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		if err != nil {
 			return nil, err
 		}
-		s.it, fresh = it, true
+		s.it, s.user, fresh = it, userOf(req), true
 		res.Restarted, res.RestartReason = true, s.reason
 		s.reason = ""
 	}
@@ -412,11 +452,12 @@ func (m *Manager) startInterp(ctx context.Context, k key, req *wire.SessionReque
 	t := time.Now()
 	var it interp
 	var err error
+	cred := credential(req)
 	switch k.lang {
 	case wire.LangPython:
-		it, err = startPython(sctx, m, k, env, cwd)
+		it, err = startPython(sctx, m, k, env, cwd, cred)
 	case wire.LangJavaScript:
-		it, err = startNode(sctx, m, k, env, cwd)
+		it, err = startNode(sctx, m, k, env, cwd, cred)
 	default:
 		return nil, wire.Errorf(wire.CodeInvalid, "no sessions for language %q", k.lang)
 	}

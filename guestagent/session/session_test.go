@@ -104,6 +104,7 @@ type call struct {
 	cwd              string
 	startCwd         string
 	startEnv         []string
+	uid, gid         *uint32
 }
 
 func run(t *testing.T, m *Manager, c call) (*wire.SessionResult, *sink) {
@@ -121,7 +122,7 @@ func runCtx(t *testing.T, ctx context.Context, m *Manager, c call) (*wire.Sessio
 	}
 	s := &sink{}
 	res, err := m.Run(ctx, &wire.SessionRequest{Name: c.name, Language: c.lang, CodeBytes: int64(len(c.code)), TimeoutMs: c.timeout.Milliseconds(), Reset: c.reset, Cwd: c.cwd,
-		StartCwd: c.startCwd, StartEnv: c.startEnv}, c.code, s)
+		StartCwd: c.startCwd, StartEnv: c.startEnv, StartUID: c.uid, StartGID: c.gid}, c.code, s)
 	if err != nil {
 		t.Fatalf("Run(%q): %v", c.code, err)
 	}
@@ -411,6 +412,50 @@ func TestPythonQuickCalls(t *testing.T) {
 			}
 			if res.ExitCode != 0 || s.stdout.String() != want || s.stderr.String() != tc.stderr || s.result() != tc.result {
 				t.Fatalf("%+v: stdout %q stderr %q result %q", res, s.stdout.String(), s.stderr.String(), s.result())
+			}
+		})
+	}
+}
+
+// TestSessionUser: an interpreter runs as the box's user (StartUID and
+// StartGID, without supplementary groups), as an exec does; one that runs
+// as another user than a call asks for is restarted as that one.
+func TestSessionUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run interpreters as another user")
+	}
+	for _, lang := range []struct {
+		name, show string
+		need       func(*testing.T)
+	}{
+		{wire.LangPython, "import os\nprint(os.getuid(), os.getgid(), len(set(os.getgroups()) - {os.getgid()}), os.getcwd())", func(t *testing.T) { needPython(t) }},
+		{wire.LangJavaScript, "console.log(process.getuid(), process.getgid(), process.getgroups().filter((g) => g !== process.getgid()).length, process.cwd())", needNode},
+	} {
+		t.Run(lang.name, func(t *testing.T) {
+			lang.need(t)
+			// The user reaches its kernel's directory through the sessions' one.
+			dir := t.TempDir()
+			if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+				t.Fatal(err)
+			}
+			m := newManager(t, Config{Dir: filepath.Join(dir, "sessions")})
+			nobody := uint32(65534)
+			steps := []struct {
+				uid, gid *uint32
+				want     string
+				reason   string // "": the interpreter keeps running
+			}{
+				{&nobody, &nobody, "65534 65534 0 /", ReasonFirstUse},
+				{&nobody, &nobody, "65534 65534 0 /", ""},
+				{nil, nil, "0 0", ReasonUserChanged},
+				{&nobody, &nobody, "65534 65534 0 /", ReasonUserChanged},
+			}
+			for i, st := range steps {
+				res, s := run(t, m, call{lang: lang.name, code: lang.show, startCwd: "/", uid: st.uid, gid: st.gid})
+				got := strings.TrimSpace(s.stdout.String())
+				if res.ExitCode != 0 || !strings.HasPrefix(got, st.want) || res.Restarted != (st.reason != "") || res.RestartReason != st.reason {
+					t.Fatalf("step %d: got %q, want %q, restart %q (%+v %+v; stderr %q)", i, got, st.want, st.reason, res, res.Error, s.stderr.String())
+				}
 			}
 		})
 	}

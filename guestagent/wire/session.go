@@ -19,12 +19,18 @@ import (
 // can ask for, told by the agent in its hello reply. An agent that does not
 // send it (0) predates sessions; 1 has sessions; 2 also takes a session
 // request's StartCwd and StartEnv (an agent of minor 1 ignores them, so a
-// host gives it the box's defaults as Cwd and Env instead).
-const ProtocolMinor = 2
+// host gives it the box's defaults as Cwd and Env instead); 3 also takes
+// StartUID and StartGID (an older agent ignores them: its interpreters run
+// as the agent's user, root).
+const ProtocolMinor = 3
 
 // MinorSessionDefaults is the first minor version that takes
 // SessionRequest.StartCwd and StartEnv.
 const MinorSessionDefaults = 2
+
+// MinorSessionUser is the first minor version that takes
+// SessionRequest.StartUID and StartGID.
+const MinorSessionUser = 3
 
 // CapSession is the capability of an agent that runs interpreter sessions.
 const CapSession = "session"
@@ -88,6 +94,12 @@ type SessionRequest struct {
 	// a call costs one round trip to the interpreter.
 	StartCwd string   `json:"start_cwd,omitempty"`
 	StartEnv []string `json:"start_env,omitempty"`
+	// StartUID and StartGID are the box's user (the image config's User),
+	// as for an exec: the interpreter runs as them, with no supplementary
+	// groups (nil: the agent's user). An interpreter that runs as another
+	// user is restarted.
+	StartUID *uint32 `json:"start_uid,omitempty"`
+	StartGID *uint32 `json:"start_gid,omitempty"`
 	// OutputLimit caps stdout, stderr and text outputs together; 0 means
 	// the agent's default.
 	OutputLimit int64 `json:"output_limit,omitempty"`
