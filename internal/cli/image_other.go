@@ -8,7 +8,7 @@ import (
 	"io"
 )
 
-// imageBuild: images are built with debootstrap and mke2fs, on Linux.
+// imageBuild: images are built with mmdebstrap and mke2fs, on Linux.
 func imageBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("image build needs a Linux host (debootstrap): run `boxlite-mcp image build` there and copy the image's directory (images/NAME in its home) into this host's home")
+	return errors.New("image build needs a Linux host (mmdebstrap): run `boxlite-mcp image build` there and copy the image's directory (images/NAME in its home) into this host's home")
 }

@@ -42,7 +42,7 @@ type BuildConfig struct {
 	// AgentVersion is recorded in the manifest.
 	AgentVersion string
 	Suite        string // default "bookworm"
-	// Mirror is the Debian archive to debootstrap from (default: the one the
+	// Mirror is the Debian archive to build from (default: the one the
 	// host's apt sources use; a build fails with ErrNoMirror without either).
 	Mirror string
 	// Packages are the Debian packages installed besides minbase (default:
@@ -93,9 +93,11 @@ var DefaultPackages = []string{
 	"python3", "nodejs", "node-acorn", "ca-certificates",
 	"python3-ipykernel", "python3-numpy", "python3-pandas", "python3-matplotlib", "fonts-dejavu-core",
 	"python3-scipy", "python3-sklearn", "python3-pil", "python3-requests",
-	// debootstrap's resolver does not follow Provides: these provide the
-	// virtual packages python3-zmq (python3-cffi-backend-api-*) and gdb,
-	// through libsource-highlight (libboost-regex1.74.0-icu72), depend on.
+	// The providers of the virtual packages python3-zmq
+	// (python3-cffi-backend-api-*) and gdb, through libsource-highlight
+	// (libboost-regex1.74.0-icu72), depend on: apt would pick them itself,
+	// but the list is what identifies an image build (a change rebuilds
+	// every image made with the old one).
 	"python3-cffi-backend", "libboost-regex1.74.0",
 }
 
@@ -136,9 +138,9 @@ func packagesChanged(m Manifest, want []string) string {
 // Preflight checks what a build needs and says what to do about it.
 func Preflight() error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("building an image runs debootstrap, which needs root; run `sudo boxlite-mcp image build`: %w", ErrNeedRoot)
+		return fmt.Errorf("building an image runs mmdebstrap, which needs root; run `sudo boxlite-mcp image build`: %w", ErrNeedRoot)
 	}
-	for tool, pkg := range map[string]string{"debootstrap": "debootstrap", "mke2fs": "e2fsprogs", "unshare": "util-linux", "chroot": "coreutils"} {
+	for tool, pkg := range map[string]string{"mmdebstrap": "mmdebstrap", "mke2fs": "e2fsprogs", "unshare": "util-linux", "chroot": "coreutils"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found; install it with `apt-get install %s`: %w", tool, pkg, ErrMissingTool)
 		}
@@ -274,29 +276,8 @@ func (b *builder) run(ctx context.Context) (*Manifest, error) {
 	rootfs := filepath.Join(b.dir, "rootfs")
 	logPath := filepath.Join(b.dir, "build.log")
 
-	done := b.step(fmt.Sprintf("debootstrap %s (minbase + %s) from %s", cfg.Suite, strings.Join(cfg.Packages, ", "), cfg.Mirror))
-	cache := filepath.Join(cfg.Home, "cache", "debootstrap")
-	os.MkdirAll(cache, 0o700)
-	// Two stages, so dpkg can be told not to fsync every file it unpacks
-	// (the image is synced once when complete): with the data stack's few
-	// hundred packages that is most of the build's time.
-	args := []string{"--foreign", "--variant=minbase", "--include=" + strings.Join(cfg.Packages, ","), "--cache-dir=" + cache, cfg.Suite, rootfs, cfg.Mirror}
-	if err := runLogged(ctx, logPath, "debootstrap", args...); err != nil {
-		return nil, debootstrapError(err, logPath, cfg.Mirror)
-	}
-	unsafeIO := filepath.Join(rootfs, "etc/dpkg/dpkg.cfg.d/zz-boxlite-build")
-	if err := os.WriteFile(unsafeIO, []byte("force-unsafe-io\n"), 0o644); err != nil {
-		return nil, noSpace(err, rootfs)
-	}
-	// In a mount namespace of its own: the /proc the second stage mounts
-	// in the tree goes away with it, whatever happens.
-	if err := runLogged(ctx, logPath, "unshare", "--mount", "--propagation", "private", "chroot", rootfs, "/debootstrap/debootstrap", "--second-stage"); err != nil {
-		if missing := missingDeps(filepath.Join(rootfs, "debootstrap/debootstrap.log")); missing != "" {
-			return nil, fmt.Errorf("debootstrap could not configure every package: %s are depended on but not installed (its resolver does not follow virtual packages: add the packages that provide them with --packages)", missing)
-		}
-		return nil, debootstrapError(err, logPath, cfg.Mirror)
-	}
-	if err := os.Remove(unsafeIO); err != nil {
+	done := b.step(fmt.Sprintf("mmdebstrap %s (minbase + %s) from %s", cfg.Suite, strings.Join(cfg.Packages, ", "), cfg.Mirror))
+	if err := bootstrap(ctx, cfg, rootfs, logPath); err != nil {
 		return nil, err
 	}
 	// matplotlib builds its font cache on first use, seconds under
@@ -316,7 +297,7 @@ func (b *builder) run(ctx context.Context) (*Manifest, error) {
 		return nil, noSpace(err, rootfs)
 	}
 	// Trim what a box never needs.
-	for _, g := range []string{"var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_Packages", "usr/share/doc/*", "usr/share/man/*"} {
+	for _, g := range []string{"var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_Packages"} {
 		ms, _ := filepath.Glob(filepath.Join(rootfs, g))
 		for _, p := range ms {
 			os.RemoveAll(p)
@@ -371,38 +352,13 @@ func (b *builder) run(ctx context.Context) (*Manifest, error) {
 	return m, nil
 }
 
-// missingDeps lists the packages dpkg reported as depended on but not
-// installed in a failed second stage's log (the ones of the last attempt).
-func missingDeps(log string) string {
-	b, err := os.ReadFile(log)
-	if err != nil {
-		return ""
-	}
-	// Each failed dpkg run ends with this line: look at the last run only
-	// (earlier ones report packages later runs installed).
-	runs := strings.Split(string(b), "Errors were encountered while processing:")
-	last := runs[0]
-	if len(runs) > 1 {
-		last = runs[len(runs)-2]
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, line := range strings.Split(last, "\n") {
-		name, ok := strings.CutPrefix(strings.TrimSpace(line), "Package ")
-		if !ok || !strings.HasSuffix(name, " is not installed.") {
-			continue
-		}
-		name = strings.TrimSuffix(name, " is not installed.")
-		if !seen[name] {
-			seen[name] = true
-			out = append(out, name)
-		}
-	}
-	return strings.Join(out, ", ")
-}
-
 // runLogged runs a command with its output appended to logPath.
 func runLogged(ctx context.Context, logPath, name string, args ...string) error {
+	return runLoggedEnv(ctx, logPath, nil, name, args...)
+}
+
+// runLoggedEnv is runLogged with env added to the command's environment.
+func runLoggedEnv(ctx context.Context, logPath string, env []string, name string, args ...string) error {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -411,7 +367,7 @@ func runLogged(ctx context.Context, logPath, name string, args ...string) error 
 	fmt.Fprintf(f, "$ %s %s\n", name, strings.Join(args, " "))
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	cmd.Env = append(append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"), env...)
 	return cmd.Run()
 }
 
@@ -423,19 +379,6 @@ func logTail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func debootstrapError(err error, logPath, mirror string) error {
-	tail := logTail(logPath, 15)
-	switch {
-	case strings.Contains(tail, "No space left on device"):
-		return fmt.Errorf("the disk filled up during debootstrap:\n%s\n%w", tail, ErrNoSpace)
-	case strings.Contains(tail, "Failed getting release file"), strings.Contains(tail, "Couldn't download"),
-		strings.Contains(tail, "Temporary failure in name resolution"), strings.Contains(tail, "Connection refused"),
-		strings.Contains(tail, "Could not resolve"), strings.Contains(tail, "Unable to connect"):
-		return fmt.Errorf("cannot download from the Debian mirror %s; check the network or pass --mirror:\n%s\n%w", mirror, tail, ErrMirror)
-	}
-	return fmt.Errorf("debootstrap failed (%v):\n%s", err, tail)
 }
 
 func toolError(tool string, err error, logPath string) error {

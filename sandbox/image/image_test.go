@@ -40,29 +40,76 @@ func TestLocateRejectsHalfBuiltImages(t *testing.T) {
 	}
 }
 
-func TestDebootstrapErrorsAreClassified(t *testing.T) {
+func TestBootstrapErrorsAreClassified(t *testing.T) {
 	dir := t.TempDir()
 	for _, tt := range []struct {
-		log  string
-		want error
+		name, log string
+		want      error
+		text      string // in the message
 	}{
-		{"I: Retrieving InRelease\nE: Failed getting release file http://x/dists/bookworm/Release", ErrMirror},
-		{"W: Couldn't download package libc6", ErrMirror},
-		{"tar: ./usr/lib/x: Cannot write: No space left on device", ErrNoSpace},
-		{"something else broke", nil},
+		{"mirror down", "E: Failed to fetch http://x/debian/dists/bookworm/InRelease  Could not connect to x:80", ErrMirror, "--mirror"},
+		{"no DNS", "W: Failed to fetch http://x/dists/bookworm/InRelease  Temporary failure resolving 'x'", ErrMirror, "--mirror"},
+		{"disk full", "dpkg: error processing archive x.deb (--unpack):\n cannot copy extracted data: No space left on device", ErrNoSpace, "disk filled up"},
+		{"unknown package", "E: Unable to locate package nosuchpkg\nE: Unable to locate package other", nil, "no package nosuchpkg, other; check the names given with --packages"},
+		{"no candidate", "E: Package 'python' has no installation candidate", nil, "no package python;"},
+		{"other", "something else broke", nil, "something else broke"},
 	} {
-		p := filepath.Join(dir, "log")
-		os.WriteFile(p, []byte(tt.log), 0o644)
-		err := debootstrapError(errors.New("exit 1"), p, "http://mirror")
-		if tt.want == nil {
-			if errors.Is(err, ErrMirror) || errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "something else broke") {
-				t.Errorf("%q: %v", tt.log, err)
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, "log")
+			os.WriteFile(p, []byte(tt.log), 0o644)
+			err := bootstrapError(errors.New("exit 1"), p, "http://mirror")
+			if tt.want != nil && !errors.Is(err, tt.want) || tt.want == nil && (errors.Is(err, ErrMirror) || errors.Is(err, ErrNoSpace)) {
+				t.Fatalf("%v; want class %v", err, tt.want)
 			}
-			continue
+			if !strings.Contains(err.Error(), tt.text) || !strings.Contains(err.Error(), strings.Split(tt.log, "\n")[0]) {
+				t.Fatalf("%v; want %q and the log tail", err, tt.text)
+			}
+		})
+	}
+}
+
+// TestKeepDebs: the cache ends up with exactly the build's packages, moved
+// out of the tree; the ones it lent the build stay in place.
+func TestKeepDebs(t *testing.T) {
+	archives, cache := t.TempDir(), t.TempDir()
+	for name, dir := range map[string]string{"new_1.deb": archives, "lent_1.deb": archives, "old_1.deb": cache} {
+		os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644)
+	}
+	os.Link(filepath.Join(archives, "lent_1.deb"), filepath.Join(cache, "lent_1.deb"))
+	os.WriteFile(filepath.Join(archives, "lock"), nil, 0o644)
+	if err := keepDebs(archives, cache); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := filepath.Glob(filepath.Join(cache, "*"))
+	if len(got) != 2 || filepath.Base(got[0]) != "lent_1.deb" || filepath.Base(got[1]) != "new_1.deb" {
+		t.Fatalf("cache: %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(archives, "new_1.deb")); !os.IsNotExist(err) {
+		t.Fatalf("new_1.deb still in the tree: %v", err)
+	}
+}
+
+// TestMmdebstrapArgs: the mirror and packages given, the image's dpkg
+// filters and the cache named by the environment, never by a shell word.
+func TestMmdebstrapArgs(t *testing.T) {
+	args := mmdebstrapArgs("bookworm", "http://m/debian", "/x/rootfs", []string{"a", "b"})
+	joined := strings.Join(args, "\n")
+	if n := len(args); args[n-3] != "bookworm" || args[n-2] != "/x/rootfs" || args[n-1] != "http://m/debian" {
+		t.Fatalf("positional arguments: %q", args[n-3:])
+	}
+	for _, want := range []string{"--variant=minbase", "--include=a,b", "$" + excludesEnv, imageDpkgCfg, "$" + debCacheEnv} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("no %q in %q", want, args)
 		}
-		if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), strings.Split(tt.log, "\n")[0][:10]) {
-			t.Errorf("%q: %v; want %v with the log tail", tt.log, err, tt.want)
-		}
+	}
+	if strings.Contains(joined, "--dpkgopt") {
+		t.Error("--dpkgopt filters every essential package through mmtarfilter")
+	}
+	if strings.Contains(joined, "file-mirror-automount") {
+		t.Error("an http mirror mounted")
+	}
+	if !strings.Contains(strings.Join(mmdebstrapArgs("bookworm", "file:///srv/debian", "/r", nil), " "), "file-mirror-automount") {
+		t.Error("a file mirror is not mounted in the tree")
 	}
 }
 
@@ -184,10 +231,28 @@ func TestPackagesChanged(t *testing.T) {
 	}
 }
 
-func TestMissingDeps(t *testing.T) {
-	log := filepath.Join(t.TempDir(), "debootstrap.log")
-	os.WriteFile(log, []byte("  Package libc6 is not installed.\nErrors were encountered while processing:\n libc6\ndpkg: dependency problems prevent configuration of python3-zmq:\n python3-zmq depends on python3-cffi-backend-api-max (>= 9729); however:\n  Package python3-cffi-backend-api-max is not installed.\n  Package python3-cffi-backend-api-max is not installed.\n  Package libboost-regex1.74.0-icu72 is not installed.\nErrors were encountered while processing:\n python3-zmq\n"), 0o644)
-	if got := missingDeps(log); got != "python3-cffi-backend-api-max, libboost-regex1.74.0-icu72" {
-		t.Fatalf("missingDeps = %q", got)
+// TestTrimDocs: documentation goes, copyright files and locale.alias stay;
+// a symlinked doc directory is not followed.
+func TestTrimDocs(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	for _, f := range []string{"usr/share/doc/a/copyright", "usr/share/doc/a/changelog.gz", "usr/share/man/man1/ls.1.gz",
+		"usr/share/locale/locale.alias", "usr/share/locale/de/LC_MESSAGES/x.mo", "usr/share/info/x.info"} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(f)), 0o755)
+		os.WriteFile(filepath.Join(root, f), nil, 0o644)
+	}
+	os.WriteFile(filepath.Join(outside, "keep"), nil, 0o644)
+	os.Symlink(outside, filepath.Join(root, "usr/share/doc/b"))
+	if err := trimDocs(root); err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]bool{"usr/share/doc/a/copyright": true, "usr/share/doc/a/changelog.gz": false, "usr/share/man/man1": false,
+		"usr/share/locale/locale.alias": true, "usr/share/locale/de": false, "usr/share/info/x.info": false} {
+		if _, err := os.Stat(filepath.Join(root, f)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", f, err == nil, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+		t.Errorf("followed a symlink: %v", err)
 	}
 }

@@ -29,17 +29,17 @@ type aptSource struct {
 }
 
 // debianSuites are Debian's release codenames and aliases: a source with one
-// of them serves a Debian archive that debootstrap can build any release from.
+// of them serves a Debian archive that mmdebstrap can build any release from.
 var debianSuites = map[string]bool{
 	"stable": true, "testing": true, "unstable": true, "oldstable": true, "oldoldstable": true,
 	"sid": true, "experimental": true, "buster": true, "bullseye": true, "bookworm": true,
 	"trixie": true, "forky": true, "duke": true,
 }
 
-// mirrorSchemes are the URI schemes debootstrap can download from.
+// mirrorSchemes are the URI schemes apt (in mmdebstrap) can download from.
 var mirrorSchemes = map[string]bool{"http": true, "https": true, "ftp": true, "file": true}
 
-// CheckMirror reports whether uri can be handed to debootstrap as a mirror.
+// CheckMirror reports whether uri can be handed to mmdebstrap as a mirror.
 func CheckMirror(uri string) error {
 	u, err := url.Parse(uri)
 	if err != nil || !mirrorSchemes[u.Scheme] || (u.Scheme != "file" && u.Host == "") || (u.Scheme == "file" && u.Path == "") {
@@ -214,7 +214,7 @@ func parseDeb822(text string) []aptSource {
 	return out
 }
 
-// resolveMirror turns an apt URI into one debootstrap can use: plain URIs
+// resolveMirror turns an apt URI into one mmdebstrap can use: plain URIs
 // are checked, apt's mirror method lists (mirror+file:PATH, mirror://HOST/PATH
 // and mirror+http(s)://HOST/PATH) give their first entry.
 func resolveMirror(ctx context.Context, root, uri string) (string, error) {

@@ -9,7 +9,7 @@ import (
 )
 
 // detachMounts lazily unmounts whatever is mounted under dir (deepest
-// first): the /proc an interrupted debootstrap of older versions left
+// first): the /proc an interrupted build (mmdebstrap, or debootstrap of older versions) left
 // mounted in its tree, which RemoveAll would otherwise walk into.
 func detachMounts(dir string) {
 	b, err := os.ReadFile("/proc/self/mountinfo")

@@ -2,7 +2,7 @@
 
 package image
 
-// Images are built on Linux only (debootstrap); elsewhere these do nothing.
+// Images are built on Linux only (mmdebstrap); elsewhere these do nothing.
 
 func detachMounts(dir string) {}
 
