@@ -160,6 +160,9 @@ func TestCluster(t *testing.T) {
 	var sockets []string
 	for _, pid := range allPids() {
 		if s, ok := shimOf(&c, pid); ok {
+			if _, err := os.Stat(s); err != nil {
+				t.Errorf("shim %d: socket not where down looks for it: %v", pid, err)
+			}
 			sockets = append(sockets, s)
 		}
 	}
