@@ -28,8 +28,10 @@ func linkExists(name string) bool {
 	return err == nil
 }
 
-// claimSlot creates the dummy interface of the first free slot: creating
-// the link is the atomic claim, so two ups never share a slot.
+// claimSlot creates the node link of the first free slot: creating the
+// link is the atomic claim, so two ups never share a slot. The node link
+// is a bridge without ports: some kernels here have no dummy driver, and
+// an empty bridge does the same job (a local address nothing routes to).
 func claimSlot(c *Cluster) error {
 	for n := 10; n < 250; n++ {
 		probe := newCluster(c.Dir)
@@ -40,7 +42,7 @@ func claimSlot(c *Cluster) error {
 		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", probe.CgroupRoot)); err == nil {
 			continue
 		}
-		if err := ipCmd("link", "add", probe.Dummy, "type", "dummy"); err != nil {
+		if err := ipCmd("link", "add", probe.Dummy, "type", "bridge"); err != nil {
 			if linkExists(probe.Dummy) {
 				continue // another up won the race
 			}

@@ -263,7 +263,7 @@ func start(c *Cluster, name, path string, args ...string) error {
 func (c *Cluster) alive() error {
 	for _, p := range c.Processes {
 		if !p.Alive() {
-			return fmt.Errorf("%s exited (see %s)", p.Name, c.path("logs", p.Name+".log"))
+			return fmt.Errorf("%s exited (DIR/logs/%s.log; up prints its tail)", p.Name, p.Name)
 		}
 	}
 	return nil
