@@ -100,7 +100,8 @@ func cniConfig(c *Cluster) any {
 }
 
 // kubeletConfig is the KubeletConfiguration: x509 client auth, webhook
-// authorization, listeners on the node IP and loopback only, this host's
+// authorization, listeners on the node IP and loopback only, no iptables
+// chains in the host, this host's
 // quirks (cgroup v1, swap, no CAP_SYS_RESOURCE) and no eviction or image
 // garbage collection on a busy disk (the images cannot be pulled again).
 func kubeletConfig(c *Cluster, port, healthz int) any {
@@ -141,6 +142,9 @@ func kubeletConfig(c *Cluster, port, healthz int) any {
 		"nodeStatusUpdateFrequency":   "10s",
 		"fileCheckFrequency":          "5s",
 		"shutdownGracePeriod":         "0s",
+		// Else the kubelet adds KUBE-FIREWALL and canary chains to the
+		// host's iptables, and they outlive it.
+		"makeIPTablesUtilChains": false,
 	}
 }
 

@@ -90,6 +90,9 @@ func TestCluster(t *testing.T) {
 	if !c.Ready || c.Namespace != "boxlite" || c.RuntimeClass != "boxlite-test-runc" || c.Node != "boxlite-test-node" {
 		t.Fatalf("cluster.json: %+v", c)
 	}
+	if out, err := exec.Command("iptables-save").Output(); err == nil && bytes.Contains(out, []byte("KUBE-")) {
+		t.Errorf("the kubelet added iptables chains to the host:\n%s", out)
+	}
 	if got := readSysctls(t); got != sysctlBefore {
 		t.Errorf("host sysctls changed by the kubelet: %s, were %s", got, sysctlBefore)
 	}

@@ -186,6 +186,11 @@ func bringUp(ctx context.Context, c *Cluster, bin string, images []string) error
 	if err := waitNodeReady(ctx, c, admin); err != nil {
 		return err
 	}
+	// The kubelet registers the node tainted not-ready; the node lifecycle
+	// controller (kube-controller-manager, not run here) would lift it.
+	if err := admin.do(ctx, http.MethodPatch, "/api/v1/nodes/"+nodeName, obj{"spec": obj{"taints": nil}}, nil); err != nil {
+		return fmt.Errorf("untaint node: %w", err)
+	}
 	if err := smokePod(ctx, c, admin); err != nil {
 		return err
 	}
@@ -293,8 +298,10 @@ func waitNodeReady(ctx context.Context, c *Cluster, admin *apiClient) error {
 			return false, err
 		}
 		for _, cond := range n.Status.Conditions {
-			if cond.Type == "Ready" {
-				return cond.Status == "True", errors.New(cond.Message)
+			if cond.Type == "Ready" && cond.Status == "True" {
+				return true, nil
+			} else if cond.Type == "Ready" {
+				return false, errors.New(cond.Message)
 			}
 		}
 		return false, errors.New("no Ready condition yet")
