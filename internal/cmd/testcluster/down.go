@@ -90,8 +90,9 @@ func stop(p Process) {
 func killStrays(c *Cluster) []string {
 	var sockets []string
 	seen := map[string]bool{}
-	for round := 0; round < 50; round++ {
+	for round := 0; round < 100; round++ {
 		var ids []proc.ID
+		zombies := 0
 		for _, pid := range allPids() {
 			if pid == os.Getpid() {
 				continue
@@ -104,11 +105,17 @@ func killStrays(c *Cluster) []string {
 			} else if !inCgroupRoot(pid, c.CgroupRoot) && !rootUnder(pid, c.Dir) {
 				continue
 			}
-			if id, err := proc.Of(pid); err == nil {
+			id, err := proc.Of(pid)
+			if err != nil {
+				continue
+			}
+			if id.Alive() {
 				ids = append(ids, id)
+			} else {
+				zombies++ // dead, waiting for its reaper (init, once the shim is gone)
 			}
 		}
-		if len(ids) == 0 {
+		if len(ids) == 0 && zombies == 0 {
 			return sockets
 		}
 		for _, id := range ids {
@@ -117,8 +124,9 @@ func killStrays(c *Cluster) []string {
 		for _, id := range ids {
 			id.Wait(2 * time.Second)
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	slog.Warn("processes of the cluster survive SIGKILL")
+	slog.Warn("processes of the cluster survive SIGKILL or are not reaped")
 	return sockets
 }
 

@@ -80,16 +80,22 @@ func removeNetwork(c *Cluster) error {
 	if c.Bridge != "" && linkExists(c.Bridge) {
 		ents, _ := os.ReadDir("/sys/class/net/" + c.Bridge + "/brif")
 		for _, e := range ents {
-			if linkExists(e.Name()) {
-				errs = append(errs, ipCmd("link", "del", e.Name()))
-			}
+			errs = append(errs, delLink(e.Name())) // a veth whose netns just went goes by itself
 		}
-		errs = append(errs, ipCmd("link", "del", c.Bridge))
+		errs = append(errs, delLink(c.Bridge))
 	}
-	if c.Dummy != "" && linkExists(c.Dummy) {
-		errs = append(errs, ipCmd("link", "del", c.Dummy))
+	if c.Dummy != "" {
+		errs = append(errs, delLink(c.Dummy))
 	}
 	return errors.Join(errs...)
+}
+
+// delLink deletes a link; one that is (or just went) away is not an error.
+func delLink(name string) error {
+	if err := ipCmd("link", "del", name); err != nil && linkExists(name) {
+		return err
+	}
+	return nil
 }
 
 // mountInfo is one line of /proc/self/mountinfo.
