@@ -44,11 +44,24 @@ func down(dir string) error {
 			errs = append(errs, err)
 		}
 	}
+	// libcni's result cache: this network's entries, and the CRI's
+	// loopback network entries of this cluster's pod sandboxes.
+	var olds []string
 	if c.CNINetwork != "" {
-		olds, _ := filepath.Glob(filepath.Join("/var/lib/cni/results", c.CNINetwork+"-*"))
-		for _, f := range olds {
-			errs = append(errs, os.Remove(f))
+		olds, _ = filepath.Glob(filepath.Join("/var/lib/cni/results", c.CNINetwork+"-*"))
+	}
+	for _, id := range sandboxIDs(c) {
+		olds = append(olds, filepath.Join("/var/lib/cni/results", "cni-loopback-"+id+"-lo"))
+	}
+	for _, f := range olds {
+		if err := os.Remove(f); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
 		}
+	}
+	// The directories containerd and libcni made for those, once empty
+	// (os.Remove leaves a directory another cluster still uses).
+	for _, d := range []string{"/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni"} {
+		_ = os.Remove(d)
 	}
 	if err := unmountAll(dir); err != nil {
 		errs = append(errs, err)
@@ -128,6 +141,23 @@ func killStrays(c *Cluster) []string {
 	}
 	slog.Warn("processes of the cluster survive SIGKILL or are not reaped")
 	return sockets
+}
+
+// sandboxIDs lists the pod sandboxes containerd's CRI knows in DIR.
+func sandboxIDs(c *Cluster) []string {
+	var ids []string
+	for _, d := range []string{
+		c.path("containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes"),
+		c.path("containerd", "state", "io.containerd.grpc.v1.cri", "sandboxes"),
+	} {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			if e.IsDir() && len(e.Name()) == 64 {
+				ids = append(ids, e.Name())
+			}
+		}
+	}
+	return ids
 }
 
 func allPids() []int {

@@ -173,17 +173,49 @@ func TestCluster(t *testing.T) {
 		t.Error("no containerd shim found by its -address")
 	}
 
+	sandboxes := sandboxIDs(&c)
+	if len(sandboxes) == 0 {
+		t.Error("no pod sandbox found in containerd's CRI state")
+	}
 	start = time.Now()
 	runTool(t, tool, "down", "--dir", dir)
 	downDone = true
 	t.Logf("down took %s", time.Since(start).Round(time.Millisecond))
-	assertGone(t, &c)
+	assertGone(t, &c, sandboxes)
 	for _, s := range sockets {
 		if _, err := os.Stat(s); !os.IsNotExist(err) {
 			t.Errorf("shim socket %s remains (%v)", s, err)
 		}
 	}
 	runTool(t, tool, "down", "--dir", dir) // idempotent
+
+	t.Run("down cleans up after a killed up", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "killed")
+		up := exec.Command(tool, "up", "--dir", dir, "--bin", bin)
+		if err := up.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = exec.Command(tool, "down", "--dir", dir).Run() })
+		var c *Cluster
+		err := poll(ctx, "the kubelet's start", 100*time.Millisecond, func() (bool, error) {
+			var err error
+			if c, err = loadCluster(dir); err != nil {
+				return false, err
+			}
+			return len(c.Processes) == 5, nil
+		})
+		_ = up.Process.Kill()
+		_ = up.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err = loadCluster(dir); err != nil {
+			t.Fatal(err)
+		}
+		sandboxes := sandboxIDs(c)
+		runTool(t, tool, "down", "--dir", dir)
+		assertGone(t, c, sandboxes)
+	})
 }
 
 func runToCompletion(ctx context.Context, t *testing.T, user *apiClient, name, image, msg string) {
@@ -244,7 +276,7 @@ func clusterRSS(c *Cluster) int64 {
 
 // assertGone checks down left nothing: processes, mounts, links, cgroups,
 // CNI results, the directory.
-func assertGone(t *testing.T, c *Cluster) {
+func assertGone(t *testing.T, c *Cluster, sandboxes []string) {
 	t.Helper()
 	for _, p := range c.Processes {
 		if p.Alive() {
@@ -271,6 +303,11 @@ func assertGone(t *testing.T, c *Cluster) {
 	}
 	if fs, _ := filepath.Glob("/var/lib/cni/results/" + c.CNINetwork + "-*"); len(fs) > 0 {
 		t.Errorf("CNI results remain: %v", fs)
+	}
+	for _, id := range sandboxes {
+		if _, err := os.Stat("/var/lib/cni/results/cni-loopback-" + id + "-lo"); !os.IsNotExist(err) {
+			t.Errorf("CNI loopback result of sandbox %s remains (%v)", id, err)
+		}
 	}
 	if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
 		t.Errorf("%s remains (%v)", c.Dir, err)
