@@ -146,13 +146,15 @@ func killStrays(c *Cluster) []string {
 // sandboxIDs lists the pod sandboxes containerd's CRI knows in DIR.
 func sandboxIDs(c *Cluster) []string {
 	var ids []string
+	seen := map[string]bool{}
 	for _, d := range []string{
 		c.path("containerd", "root", "io.containerd.grpc.v1.cri", "sandboxes"),
 		c.path("containerd", "state", "io.containerd.grpc.v1.cri", "sandboxes"),
 	} {
 		ents, _ := os.ReadDir(d)
 		for _, e := range ents {
-			if e.IsDir() && len(e.Name()) == 64 {
+			if e.IsDir() && len(e.Name()) == 64 && !seen[e.Name()] {
+				seen[e.Name()] = true
 				ids = append(ids, e.Name())
 			}
 		}
