@@ -8,6 +8,7 @@
 //	testcluster up --dir DIR --bin BINDIR [--image FILE.tar]...
 //	testcluster down --dir DIR
 //	testcluster import --dir DIR FILE.tar...
+//	testcluster api --dir DIR METHOD PATH [JSON-BODY]
 //
 // up prints DIR/cluster.json (kubeconfig paths, namespace, runtime class,
 // node name, pids) once the node is Ready and a test pod ran. down stops
@@ -49,6 +50,8 @@ func main() {
 		err = cmdDown(args)
 	case "import":
 		err = cmdImport(args)
+	case "api":
+		err = cmdAPI(args)
 	case "kubelet-ns": // hidden: runs the kubelet behind masked sysctls
 		err = kubeletNS(args)
 	case "echo": // hidden: the test image's program
@@ -66,7 +69,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   testcluster up --dir DIR --bin BINDIR [--image FILE.tar]...
   testcluster down --dir DIR
-  testcluster import --dir DIR FILE.tar...`)
+  testcluster import --dir DIR FILE.tar...
+  testcluster api --dir DIR METHOD PATH [JSON-BODY]    (as the admin; prints the answer)`)
 	os.Exit(2)
 }
 
@@ -131,6 +135,44 @@ func cmdImport(args []string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// cmdAPI sends one request as the cluster's admin and prints the answer's
+// body (PATCH bodies are JSON merge patches); a non-2xx answer fails.
+func cmdAPI(args []string) error {
+	fs := flag.NewFlagSet("api", flag.ExitOnError)
+	dir := fs.String("dir", "", "the cluster's directory (required)")
+	_ = fs.Parse(args)
+	if *dir == "" || fs.NArg() < 2 || fs.NArg() > 3 {
+		return fmt.Errorf("api needs --dir, a method, a path and optionally a JSON body")
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	c, err := loadCluster(abs)
+	if err != nil {
+		return err
+	}
+	admin, err := newAPIClient(c.Server, c.path("pki", "ca.crt"), c.path("pki", "admin.crt"), c.path("pki", "admin.key"))
+	if err != nil {
+		return err
+	}
+	var body any
+	if fs.NArg() == 3 {
+		if !json.Valid([]byte(fs.Arg(2))) {
+			return fmt.Errorf("the body is not JSON")
+		}
+		body = json.RawMessage(fs.Arg(2))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out string
+	if err := admin.do(ctx, strings.ToUpper(fs.Arg(0)), fs.Arg(1), body, &out); err != nil {
+		return err
+	}
+	fmt.Println(out)
 	return nil
 }
 

@@ -138,6 +138,15 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("pod spec: %+v", p.Spec)
 		}
 	})
+	t.Run("api subcommand speaks as the admin", func(t *testing.T) {
+		var ns struct {
+			Metadata struct{ Name string } `json:"metadata"`
+		}
+		if err := json.Unmarshal(runTool(t, tool, "api", "--dir", dir, "GET", "/api/v1/namespaces/kube-system"), &ns); err != nil || ns.Metadata.Name != "kube-system" {
+			t.Fatalf("api GET: %+v %v", ns, err)
+		}
+		runTool(t, tool, "api", "--dir", dir, "PATCH", "/api/v1/namespaces/boxlite", `{"metadata":{"labels":{"x":"y"}}}`)
+	})
 	t.Run("restricted user is confined to its namespace", func(t *testing.T) {
 		pod := obj{"apiVersion": "v1", "kind": "Pod", "metadata": obj{"name": "escape"},
 			"spec": obj{"containers": []any{obj{"name": "c", "image": pauseRef}}}}
