@@ -123,7 +123,7 @@ describe("k8s engine on a real cluster", { skip: skip && "K8S_CLUSTER and TESTCL
     assert.equal(r.structuredContent.result, "82", text(r));
     r = await call(aliceB, "create_box", { name: "k8s-one" });
     assert.equal(r.isError, true);
-    assert.match(text(r), /already exists|already used/);
+    assert.match(text(r), /already exists|is used by box/);
   });
 
   test("another tenant neither sees nor reaches the box", async () => {

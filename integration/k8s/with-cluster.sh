@@ -2,7 +2,7 @@
 # Runs a command with the single-node test cluster up (internal/cmd/testcluster), then tears the
 # cluster down whatever the command did. Builds or reuses, outside the clone and keyed by version:
 # the cluster's binaries (build.sh), and the test images (the default image's root file system as
-# test/plain:1, test/python:1 and test/nopython:1, keyed by the image's manifest). The command runs
+# test/plain:1 and test/python:1, keyed by the image's manifest). The command runs
 # with K8S_CLUSTER (the cluster's directory, with cluster.json), TESTCLUSTER_BIN and K8S_AGENT_IMAGE
 # set. Needs bin/boxlite-mcp and bin/boxlite-guest (make build) and the test image (make test-image).
 set -euo pipefail
@@ -17,7 +17,7 @@ CGO_ENABLED=0 go build -o "$bin/testcluster" ./internal/cmd/testcluster
 go build -o "$bin/testregistry" ./internal/cmd/testregistry
 mkdir -p "$cache"
 key="$(sha256sum "$home/images/default/manifest.json" | cut -c1-16)"
-images="$cache/test-images-$key.tar"
+images="$cache/test-images-v2-$key.tar"
 if [ ! -f "$images" ]; then
   rm -f "$cache"/test-images-*.tar
   echo "writing the k8s test images (cached as $images)" >&2

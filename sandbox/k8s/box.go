@@ -194,11 +194,13 @@ func (e *Engine) waitRunning(ctx context.Context, pod *corev1.Pod) error {
 	last := pod
 	err := e.watchPod(ctx, pod.Name, pod.UID, func(p *corev1.Pod) (bool, error) {
 		if p == nil {
-			return true, errors.New("the pod was deleted during the start")
+			return true, sandbox.Errorf(sandbox.ErrUnavailable, "box failed to start: its pod was deleted during the start")
 		}
 		last = p
 		if msg := podProblem(p, e.cfg.AgentImage); msg != "" {
-			return true, errors.New(msg)
+			// The cluster's own words (image names, the kubelet's reason)
+			// are what the caller needs to fix the request.
+			return true, sandbox.Errorf(sandbox.ErrUnavailable, "box failed to start: %s", msg)
 		}
 		return podRunning(p), nil
 	})
@@ -209,7 +211,7 @@ func (e *Engine) waitRunning(ctx context.Context, pod *corev1.Pod) error {
 				why = c.Reason + ": " + c.Message
 			}
 		}
-		return fmt.Errorf("the pod did not run in time (%s): %w", why, ctx.Err())
+		return sandbox.Wrapf(sandbox.ErrDeadlineExceeded, ctx.Err(), "box did not start in time: its pod stayed %s", why)
 	}
 	return err
 }
