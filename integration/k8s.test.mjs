@@ -126,6 +126,23 @@ describe("k8s engine on a real cluster", { skip: skip && "K8S_CLUSTER and TESTCL
     assert.match(text(r), /already exists|is used by box/);
   });
 
+  test("a timeout interrupts the running code through port-forward and keeps the session", async () => {
+    const progress = [];
+    let r = await call(alice, "run_code", { box, code: "import time\nfor i in range(1000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)", timeout_seconds: 3 },
+      { onprogress: (p) => progress.push(p) });
+    assert.match(r.structuredContent.stdout, /tick 0\n/, text(r));
+    assert.equal(r.structuredContent.timed_out, true, text(r));
+    assert.equal(r.structuredContent.error.name, "KeyboardInterrupt", text(r));
+    assert.equal(r.structuredContent.session.restarted, false, text(r));
+    assert.ok(progress.some((p) => /tick \d/.test(p.message ?? "")), `progress carries the latest output line: ${JSON.stringify(progress)}`);
+    r = await call(alice, "run_code", { box, code: "x" });
+    assert.equal(r.structuredContent.result, "41", "state lost after the interrupt: " + text(r));
+    r = await call(alice, "exec_command", { box, command: "sh -c 'echo out; echo err >&2; exit 3'" });
+    assert.equal(r.structuredContent.exit_code, 3, text(r));
+    assert.equal(r.structuredContent.stdout, "out\n");
+    assert.equal(r.structuredContent.stderr, "err\n");
+  });
+
   test("another tenant neither sees nor reaches the box", async () => {
     const bob = await client(A.s, "bob");
     let r = await call(bob, "list_boxes", {});
