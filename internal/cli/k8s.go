@@ -24,7 +24,7 @@ func addK8sFlags(fs *flag.FlagSet) *k8sFlags {
 		kubeconfig:   fs.String("kubeconfig", "", "kubeconfig of the cluster the k8s engine runs boxes on (default with --engine k8s: the in-cluster config)"),
 		namespace:    fs.String("k8s-namespace", "", "namespace of the boxes' pods (default: the kubeconfig's)"),
 		runtimeClass: fs.String("k8s-runtime-class", "", "runtime class of the boxes' pods, e.g. kata or gvisor (default: the cluster's default runtime)"),
-		agentImage:   fs.String("k8s-agent-image", k8s.DefaultAgentImage, "image carrying the guest agent (see `boxlite-mcp k8s agent-image`)"),
+		agentImage:   fs.String("k8s-agent-image", defaultAgentImage(), "image carrying the guest agent (see `boxlite-mcp k8s agent-image`)"),
 		defaultImage: fs.String("k8s-default-image", "", "image of k8s boxes whose create_box names none"),
 		storageClass: fs.String("k8s-storage-class", "", "storage class of a claim per box for its files; with it k8s boxes can be stopped (idle stop) and keep their files"),
 	}
@@ -63,7 +63,7 @@ func k8sCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return usageError{"usage: boxlite-mcp k8s agent-image [--tag REF] [--out FILE]"}
 	}
 	fs := flag.NewFlagSet("k8s agent-image", flag.ContinueOnError)
-	tag := fs.String("tag", k8s.DefaultAgentImage, "the image's reference (what --k8s-agent-image names)")
+	tag := fs.String("tag", defaultAgentImage(), "the image's reference (what --k8s-agent-image names)")
 	out := fs.String("out", "boxlite-agent.tar", "where to write the image (a docker-archive tarball: `ctr -n k8s.io images import FILE`, `docker load -i FILE`)")
 	agent := fs.String("agent", "", "the static guest agent to put in (default: boxlite-guest next to this binary)")
 	if err := parse(fs, args[1:]); err != nil {
@@ -101,3 +101,6 @@ func siblingAgent() (string, error) {
 	}
 	return p, nil
 }
+
+// defaultAgentImage is the agent image this version writes and runs by default.
+func defaultAgentImage() string { return k8s.AgentImageRepo + ":" + Version }

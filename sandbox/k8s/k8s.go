@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/boxlite-ai/boxlite-mcp/guestagent"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
@@ -34,10 +33,9 @@ const Name = "k8s"
 // AgentPort is where the agent listens on the pod's loopback.
 const AgentPort = 7071
 
-// DefaultAgentImage is the agent image's reference when none is configured:
-// the image `boxlite-mcp k8s agent-image` writes by default, versioned with
-// the agent it carries.
-var DefaultAgentImage = "boxlite-agent:" + guestagent.Version
+// AgentImageRepo is the repository of the agent image `boxlite-mcp k8s
+// agent-image` writes by default; the CLI tags it with its version.
+const AgentImageRepo = "boxlite-agent"
 
 // Config configures the engine.
 type Config struct {
@@ -48,7 +46,8 @@ type Config struct {
 	// RuntimeClass, when set, is every box pod's runtimeClassName (kata,
 	// gvisor...: the isolation the cluster provides).
 	RuntimeClass string
-	// AgentImage carries the static guest agent (default DefaultAgentImage).
+	// AgentImage carries the static guest agent (required; the CLI's
+	// default is AgentImageRepo tagged with its version).
 	AgentImage string
 	// DefaultImage runs when create_box names no image (required to
 	// create boxes without one).
@@ -79,7 +78,7 @@ type Engine struct {
 // New connects to the cluster the config names (no request is made yet).
 func New(cfg Config) (*Engine, error) {
 	if cfg.AgentImage == "" {
-		cfg.AgentImage = DefaultAgentImage
+		return nil, errors.New("no agent image: name the image carrying the guest agent (--k8s-agent-image)")
 	}
 	if cfg.PullPolicy == "" {
 		cfg.PullPolicy = "IfNotPresent"

@@ -11,7 +11,7 @@ import (
 
 func testEngine(cfg Config) *Engine {
 	if cfg.AgentImage == "" {
-		cfg.AgentImage = DefaultAgentImage
+		cfg.AgentImage = AgentImageRepo + ":test"
 	}
 	if cfg.PullPolicy == "" {
 		cfg.PullPolicy = "IfNotPresent"
