@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/client"
 )
@@ -16,4 +17,12 @@ func (m *Manager) ReconcileSnapshots(ctx context.Context) ReconcileReport {
 	var rep ReconcileReport
 	m.reconcileSnapshots(ctx, &rep)
 	return rep
+}
+
+// SetRemoteListTimeout shortens how long a listing of a Remote engine's
+// boxes may take (tests of a cluster that does not answer).
+func SetRemoteListTimeout(d time.Duration) func() {
+	old := remoteListTimeout
+	remoteListTimeout = d
+	return func() { remoteListTimeout = old }
 }

@@ -41,6 +41,9 @@ type RemoteBox struct {
 	CreatedAt       time.Time
 }
 
+// remoteListTimeout bounds one listing of a remote system's boxes.
+var remoteListTimeout = 5 * time.Second
+
 // remoteEngines are the names of the configured Remote engines.
 func (m *Manager) remoteEngines() []string {
 	var out []string
@@ -69,7 +72,11 @@ func (m *Manager) syncRemote(ctx context.Context, owner string) {
 	}
 	for _, n := range names {
 		r := m.engines[n].(Remote)
-		boxes, err := r.RemoteBoxes(ctx, owner)
+		// A cluster that does not answer must not hang list_boxes: the
+		// cached rows are shown instead.
+		lctx, cancel := context.WithTimeout(ctx, remoteListTimeout)
+		boxes, err := r.RemoteBoxes(lctx, owner)
+		cancel()
 		if err != nil {
 			m.log.Warn("cannot list remote boxes; showing the cached ones", "engine", n, "err", err)
 			continue
