@@ -27,6 +27,7 @@ const (
 	managedBy      = "boxlite-mcp"
 	labelID        = "boxlite.dev/id"
 	labelOwner     = "boxlite.dev/owner" // a hash: owners are any string
+	labelName      = "boxlite.dev/name"  // when the name is a valid label value (else only the annotation)
 	annotOwner     = "boxlite.dev/owner"
 	annotName      = "boxlite.dev/name"
 	annotSpec      = "boxlite.dev/spec"
@@ -57,7 +58,11 @@ func podName(spec sandbox.Spec, owner string) string {
 func claimName(spec sandbox.Spec) string { return "box-" + spec.ID + "-files" }
 
 func boxLabels(spec sandbox.Spec, owner string) map[string]string {
-	return map[string]string{labelManaged: managedBy, labelID: spec.ID, labelOwner: ownerHash(owner)}
+	l := map[string]string{labelManaged: managedBy, labelID: spec.ID, labelOwner: ownerHash(owner)}
+	if spec.Name != "" && len(validation.IsValidLabelValue(spec.Name)) == 0 {
+		l[labelName] = spec.Name
+	}
+	return l
 }
 
 func boxAnnotations(spec sandbox.Spec, owner string) map[string]string {

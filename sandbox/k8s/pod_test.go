@@ -74,6 +74,12 @@ func TestPodSpec(t *testing.T) {
 	if p.Spec.InitContainers[0].Image != "agent:1" {
 		t.Errorf("init image %q", p.Spec.InitContainers[0].Image)
 	}
+	if p.Labels[labelName] != "my_box" || p.Labels[labelID] != spec.ID || p.Labels[labelOwner] != ownerHash("tenant a") {
+		t.Errorf("labels %v", p.Labels)
+	}
+	if l := boxLabels(sandbox.Spec{ID: "x", Name: "ends-with-"}, "o"); l[labelName] != "" {
+		t.Errorf("a name that is no label value was put in a label: %v", l)
+	}
 	got, owner, ok := boxFromObject(p.ObjectMeta)
 	if !ok || owner != "tenant a" || got.ID != spec.ID || got.Name != spec.Name || got.CPUs != 2 || got.Image != spec.Image {
 		t.Errorf("box read back: %+v owner %q ok %v", got, owner, ok)
