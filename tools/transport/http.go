@@ -105,6 +105,7 @@ type Handler struct {
 	http.Handler
 	streamable *server.StreamableHTTPServer
 	sessions   *sessionTable
+	standing   *standingStreams
 }
 
 // Close stops mcp-go's idle sweeper and drops the streamable sessions.
@@ -138,12 +139,13 @@ func NewHTTPHandler(cfg HTTPConfig) (*Handler, error) {
 		server.WithSSEContextFunc(ownerCtx),
 		server.WithSessionIDGenerator(sessions.sseSessionID),
 	)
+	standing := newStandingStreams()
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", sessions.streamableGate(streamable))
+	mux.Handle("/mcp", standing.wrap(sessions.streamableGate(streamable)))
 	mux.Handle("/sse", sessions.sseStream(sse.SSEHandler()))
 	mux.Handle("/message", sessions.sseMessage(sse.MessageHandler()))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
-	return &Handler{Handler: a.wrap(mux), streamable: streamable, sessions: sessions}, nil
+	return &Handler{Handler: a.wrap(mux), streamable: streamable, sessions: sessions, standing: standing}, nil
 }
 
 // newServer returns the HTTP server ServeHTTP runs, with cfg's timeouts.
@@ -158,8 +160,10 @@ func newServer(cfg HTTPConfig) (*http.Server, *Handler, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout,
-		IdleTimeout: cfg.IdleTimeout, ErrorLog: log.New(slogWriter{cfg.Logger}, "", 0)}, h, nil
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: cfg.ReadHeaderTimeout, ReadTimeout: cfg.ReadTimeout,
+		IdleTimeout: cfg.IdleTimeout, ErrorLog: log.New(slogWriter{cfg.Logger}, "", 0)}
+	srv.RegisterOnShutdown(h.standing.closeAll)
+	return srv, h, nil
 }
 
 // ServeHTTP listens on cfg.Listen and serves until ctx is done, then shuts
