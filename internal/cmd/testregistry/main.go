@@ -50,20 +50,30 @@ func main() {
 	}
 }
 
+// testImages builds the test images on rootfs's layer, written under a
+// scratch directory in dir ("": the temp dir) that done removes.
+func testImages(rootfs, dir string) (base v1.Layer, py, nopy v1.Image, done func(), err error) {
+	tmp, err := os.MkdirTemp(dir, ".testregistry-")
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	done = func() { os.RemoveAll(tmp) }
+	if base, err = ocitest.DirLayer(rootfs, filepath.Join(tmp, "base.tar"), false); err == nil {
+		py, nopy, err = ocitest.BoxImages(base, rootfs)
+	}
+	if err != nil {
+		done()
+		return nil, nil, nil, nil, err
+	}
+	return base, py, nopy, done, nil
+}
+
 func run(rootfs, listen string, slow int64) error {
-	tmp, err := os.MkdirTemp("", "testregistry-")
+	_, py, nopy, done, err := testImages(rootfs, "")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	base, err := ocitest.DirLayer(rootfs, filepath.Join(tmp, "base.tar"), false)
-	if err != nil {
-		return err
-	}
-	py, nopy, err := ocitest.BoxImages(base, rootfs)
-	if err != nil {
-		return err
-	}
+	defer done()
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -91,19 +101,11 @@ func run(rootfs, listen string, slow int64) error {
 // writeTar writes test/python:1 and test/plain:1 into one docker-archive
 // (their shared base layer once).
 func writeTar(rootfs, out string) error {
-	tmp, err := os.MkdirTemp(filepath.Dir(out), ".testregistry-")
+	base, py, _, done, err := testImages(rootfs, filepath.Dir(out))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	base, err := ocitest.DirLayer(rootfs, filepath.Join(tmp, "base.tar"), false)
-	if err != nil {
-		return err
-	}
-	py, _, err := ocitest.BoxImages(base, rootfs)
-	if err != nil {
-		return err
-	}
+	defer done()
 	plain, err := ocitest.Image(v1.Config{}, base)
 	if err != nil {
 		return err
