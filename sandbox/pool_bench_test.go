@@ -1,7 +1,6 @@
 package sandbox_test
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/image"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/qemu"
@@ -48,10 +48,10 @@ func BenchmarkPoolCreate(b *testing.B) {
 			pooled.StartPool()
 			req := sandbox.CreateRequest{Engine: e.name}
 			bench.Compare(b, e.rounds,
-				bench.Case{Name: "baseline", Op: func(b *testing.B) time.Duration { return createFirstPrint(b, cold, req) }},
+				bench.Case{Name: "baseline", Op: func(b *testing.B) time.Duration { return enginetest.CreateFirstPrint(b, cold, req) }},
 				bench.Case{Name: "pooled", Op: func(b *testing.B) time.Duration {
 					waitPoolReady(b, pooled, 1)
-					return createFirstPrint(b, pooled, req)
+					return enginetest.CreateFirstPrint(b, pooled, req)
 				}})
 		})
 	}
@@ -75,27 +75,6 @@ func benchPoolManager(b *testing.B, home string, eng sandbox.Engine, pools map[s
 		st.Close()
 	})
 	return m
-}
-
-// createFirstPrint times a create and the first print(1) of its default
-// session, then destroys the box (untimed).
-func createFirstPrint(b *testing.B, m *sandbox.Manager, req sandbox.CreateRequest) time.Duration {
-	ctx := context.Background()
-	t := time.Now()
-	box, err := m.Create(ctx, "bench", req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var out bytes.Buffer
-	res, _, err := m.RunSession(ctx, "bench", box.ID, sandbox.SessionRequest{Name: sandbox.DefaultSession, Language: sandbox.LangPython}, "print(1)", sandbox.SessionIO{Stdout: &out})
-	d := time.Since(t)
-	if err != nil || res.Error != nil || out.String() != "1\n" {
-		b.Fatalf("print(1): %q, %+v, %v", out.String(), res, err)
-	}
-	if _, err := m.Destroy(ctx, "bench", box.ID); err != nil {
-		b.Fatal(err)
-	}
-	return d
 }
 
 // waitPoolReady waits (untimed) until n pooled boxes are ready.

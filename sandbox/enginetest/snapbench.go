@@ -91,3 +91,25 @@ func BenchSnapshots(b *testing.B, m *sandbox.Manager, rounds int, req sandbox.Cr
 	)
 	bench.Report(b, "snapshot-size", map[string]float64{"MiB": float64(sn.Bytes) / (1 << 20)})
 }
+
+// CreateFirstPrint times a create of req and the first print(1) of the
+// box's default Python session (what an agent waits for), then destroys
+// the box (untimed).
+func CreateFirstPrint(b *testing.B, m *sandbox.Manager, req sandbox.CreateRequest) time.Duration {
+	ctx := context.Background()
+	t := time.Now()
+	box, err := m.Create(ctx, "bench", req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, _, err := m.RunSession(ctx, "bench", box.ID, sandbox.SessionRequest{Name: sandbox.DefaultSession, Language: sandbox.LangPython}, "print(1)", sandbox.SessionIO{Stdout: &out})
+	d := time.Since(t)
+	if err != nil || res.Error != nil || out.String() != "1\n" {
+		b.Fatalf("print(1): %q, %+v, %v", out.String(), res, err)
+	}
+	if _, err := m.Destroy(ctx, "bench", box.ID); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}

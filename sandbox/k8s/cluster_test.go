@@ -1,7 +1,6 @@
 package k8s_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/persist"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/enginetest"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/jail"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox/k8s"
 )
@@ -180,25 +180,10 @@ func BenchmarkK8sCreate(b *testing.B) {
 	jm, km := manager(b, je), manager(b, ke)
 	bench.Env("k8s", "single-node test cluster (containerd, runc) on this host")
 	bench.Compare(b, 4,
-		bench.Case{Name: "baseline", Op: func(b *testing.B) time.Duration { return createFirstPrint(b, jm, "jail") }},
-		bench.Case{Name: "k8s", Op: func(b *testing.B) time.Duration { return createFirstPrint(b, km, k8s.Name) }})
-}
-
-func createFirstPrint(b *testing.B, m *sandbox.Manager, engine string) time.Duration {
-	ctx := context.Background()
-	t := time.Now()
-	box, err := m.Create(ctx, "bench", sandbox.CreateRequest{Engine: engine})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var out bytes.Buffer
-	res, _, err := m.RunSession(ctx, "bench", box.ID, sandbox.SessionRequest{Name: sandbox.DefaultSession, Language: sandbox.LangPython}, "print(1)", sandbox.SessionIO{Stdout: &out})
-	d := time.Since(t)
-	if err != nil || res.Error != nil || out.String() != "1\n" {
-		b.Fatalf("print(1): %q, %+v, %v", out.String(), res, err)
-	}
-	if _, err := m.Destroy(ctx, "bench", box.ID); err != nil {
-		b.Fatal(err)
-	}
-	return d
+		bench.Case{Name: "baseline", Op: func(b *testing.B) time.Duration {
+			return enginetest.CreateFirstPrint(b, jm, sandbox.CreateRequest{Engine: "jail"})
+		}},
+		bench.Case{Name: "k8s", Op: func(b *testing.B) time.Duration {
+			return enginetest.CreateFirstPrint(b, km, sandbox.CreateRequest{Engine: k8s.Name})
+		}})
 }
