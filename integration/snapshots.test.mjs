@@ -36,6 +36,9 @@ describe("snapshots on the jail engine", () => {
     parent = r.structuredContent.id;
   });
   after(async () => {
+    // Boxes outlive their server by design: destroy them before their home goes
+    // (with the home gone, nothing could find them to kill them).
+    await destroyAll(client);
     await client.close();
     fs.rmSync(home, { recursive: true, force: true });
   });
@@ -128,11 +131,20 @@ describe("a snapshot interrupted by killing the server", () => {
       const s = await call(client, "snapshot_box", { box: "big", name: "after-crash" });
       ok(s);
     } finally {
+      await destroyAll(client);
       await client.close().catch(() => {});
       fs.rmSync(home, { recursive: true, force: true });
     }
   });
 });
+
+/** Destroys every box the client's owner has (best effort: a cleanup). */
+async function destroyAll(client) {
+  try {
+    const l = await call(client, "list_boxes", {});
+    for (const b of l.structuredContent?.boxes ?? []) await call(client, "destroy_box", { box: b.id });
+  } catch {}
+}
 
 let haveQEMU = true;
 try {
