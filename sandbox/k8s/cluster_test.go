@@ -132,7 +132,8 @@ func TestPodDeletedExternally(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
 	e := engine(t, c)
-	spec := sandbox.Spec{ID: persist.NewID(), Owner: "alice", Image: "test/plain:1", CPUs: 1, MemoryMiB: 256, DiskMiB: 512, BoxDir: t.TempDir()}
+	// With network: the API server validates the public-egress policy too.
+	spec := sandbox.Spec{ID: persist.NewID(), Owner: "alice", Image: "test/plain:1", CPUs: 1, MemoryMiB: 256, DiskMiB: 512, Network: true, BoxDir: t.TempDir()}
 	h, err := e.Start(ctx, spec)
 	if err != nil {
 		e.Destroy(ctx, spec, h)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
+	"github.com/boxlite-ai/boxlite-mcp/sandbox/network"
 )
 
 // Labels and annotations of a box's objects.
@@ -148,11 +149,14 @@ func (e *Engine) claim(spec sandbox.Spec, owner string) *corev1.PersistentVolume
 	}
 }
 
-// networkPolicy is the box's NetworkPolicy, or nil when the box has the
-// whole network: no ingress ever (the agent is reached by port-forward,
-// which no policy governs); egress nowhere (`network: false`) or only to
-// the allow list's addresses and ports. Host names cannot be expressed in
-// a NetworkPolicy: such an entry is an error.
+// networkPolicy is the box's NetworkPolicy: no ingress ever (the agent is
+// reached by port-forward, which no policy governs); egress nowhere
+// (`network: false`), only to the allow list's addresses and ports, or
+// (`network: true`) to public unicast addresses and DNS, as on the other
+// engines: the ranges network.SpecialRanges names (the cluster's own pod
+// and service networks, the node, the cloud metadata service) are
+// excepted. Host names cannot be expressed in a NetworkPolicy: such an
+// entry is an error.
 func (e *Engine) networkPolicy(spec sandbox.Spec, owner string) (*netv1.NetworkPolicy, error) {
 	np := &netv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "box-" + spec.ID, Namespace: e.ns, Labels: boxLabels(spec, owner)},
@@ -162,7 +166,7 @@ func (e *Engine) networkPolicy(spec sandbox.Spec, owner string) (*netv1.NetworkP
 		},
 	}
 	if spec.Network && len(spec.NetworkAllow) == 0 {
-		np.Spec.PolicyTypes = []netv1.PolicyType{netv1.PolicyTypeIngress}
+		np.Spec.Egress = publicEgress()
 		return np, nil
 	}
 	for _, entry := range spec.NetworkAllow {
@@ -173,6 +177,27 @@ func (e *Engine) networkPolicy(spec sandbox.Spec, owner string) (*netv1.NetworkP
 		np.Spec.Egress = append(np.Spec.Egress, rule)
 	}
 	return np, nil
+}
+
+// publicEgress allows public unicast addresses (every special range
+// excepted) and DNS: the cluster's resolver lives at a service address of
+// a private range, and a box with network resolves names through it.
+func publicEgress() []netv1.NetworkPolicyEgressRule {
+	v4 := &netv1.IPBlock{CIDR: "0.0.0.0/0"}
+	v6 := &netv1.IPBlock{CIDR: "::/0"}
+	for _, p := range network.SpecialRanges() {
+		if p.Addr().Is4() {
+			v4.Except = append(v4.Except, p.String())
+		} else if p.Bits() > 0 {
+			v6.Except = append(v6.Except, p.String())
+		}
+	}
+	dns := intstr.FromInt32(53)
+	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
+	return []netv1.NetworkPolicyEgressRule{
+		{To: []netv1.NetworkPolicyPeer{{IPBlock: v4}, {IPBlock: v6}}},
+		{Ports: []netv1.NetworkPolicyPort{{Protocol: &udp, Port: &dns}, {Protocol: &tcp, Port: &dns}}},
+	}
 }
 
 // egressRule turns an allow-list entry (network.ParsePolicy's forms:

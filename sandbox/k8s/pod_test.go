@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -109,9 +110,23 @@ func TestNetworkPolicy(t *testing.T) {
 	if err != nil || len(off.Spec.PolicyTypes) != 2 || len(off.Spec.Egress) != 0 || len(off.Spec.Ingress) != 0 {
 		t.Fatalf("network off: %+v %v (want deny-all ingress and egress)", off.Spec, err)
 	}
+	// network: true is public unicast, as on every engine: a box must not
+	// reach the cloud metadata service, the API server or other pods.
 	on, _ := e.networkPolicy(sandbox.Spec{ID: "01j", Network: true}, "o")
-	if len(on.Spec.PolicyTypes) != 1 || on.Spec.PolicyTypes[0] != "Ingress" {
-		t.Errorf("network on: %v (want ingress denied only)", on.Spec.PolicyTypes)
+	if len(on.Spec.PolicyTypes) != 2 || len(on.Spec.Ingress) != 0 || len(on.Spec.Egress) != 2 {
+		t.Fatalf("network on: %+v (want ingress denied, egress to public addresses and DNS)", on.Spec)
+	}
+	v4 := on.Spec.Egress[0].To[0].IPBlock
+	for _, must := range []string{"169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "100.64.0.0/10"} {
+		if !slices.Contains(v4.Except, must) {
+			t.Errorf("network on: %s is reachable (except %v)", must, v4.Except)
+		}
+	}
+	if v6 := on.Spec.Egress[0].To[1].IPBlock; v6.CIDR != "::/0" || !slices.Contains(v6.Except, "fc00::/7") || slices.Contains(v6.Except, "::/0") {
+		t.Errorf("network on, IPv6: %+v", v6)
+	}
+	if dns := on.Spec.Egress[1]; len(dns.To) != 0 || dns.Ports[0].Port.IntValue() != 53 {
+		t.Errorf("network on, DNS rule: %+v", dns)
 	}
 	allow, err := e.networkPolicy(sandbox.Spec{ID: "01j", Network: true, NetworkAllow: []string{"192.0.2.7:443", "198.51.100.0/24", "2001:db8::1"}}, "o")
 	if err != nil || len(allow.Spec.Egress) != 3 {

@@ -301,3 +301,15 @@ func explicit(p netip.Prefix, within []netip.Prefix) bool {
 	}
 	return true
 }
+
+// SpecialRanges are the ranges a box reaches only when an allow-list entry
+// names them (loopback, private, link-local and cloud metadata, CGNAT,
+// multicast...): engines that enforce `network: true` by other means (a
+// Kubernetes NetworkPolicy) refuse the same ones.
+func SpecialRanges() []netip.Prefix {
+	out := make([]netip.Prefix, len(specials))
+	for i, r := range specials {
+		out[i] = r.prefix
+	}
+	return out
+}
