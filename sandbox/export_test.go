@@ -26,3 +26,6 @@ func SetRemoteListTimeout(d time.Duration) func() {
 	remoteListTimeout = d
 	return func() { remoteListTimeout = old }
 }
+
+// Home is the manager's home directory.
+func (m *Manager) Home() string { return m.cfg.Home }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -128,6 +129,9 @@ func (m *Manager) dropGone(ctx context.Context, id string, seen Status) {
 	}
 	m.dropClient(id)
 	err = m.store.Delete(ctx, id)
+	if err == nil {
+		os.RemoveAll(filepath.Join(m.boxesDir(), id)) // its engine state file
+	}
 	lk.unlock(err == nil)
 	if err == nil {
 		m.log.Info("box is gone from its cluster; dropped", "box_id", id)

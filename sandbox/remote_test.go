@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -168,6 +169,9 @@ func TestRemoteBoxesAreSharedThroughTheCluster(t *testing.T) {
 	}
 	if _, err := b.Get(ctx, "alice", "work"); !errors.Is(err, sandbox.ErrNotFound) {
 		t.Errorf("lookup of the deleted box: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a.Home(), "boxes", box.ID)); !os.IsNotExist(err) {
+		t.Errorf("the gone box's directory is left on server A: %v", err)
 	}
 }
 
