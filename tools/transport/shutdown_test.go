@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 )
 
@@ -20,7 +21,14 @@ func TestShutdownEndsStandingStreamsAndKeepsCalls(t *testing.T) {
 	defer cancel()
 	addr := make(chan string, 1)
 	served := make(chan error, 1)
-	cfg := HTTPConfig{MCP: newTestMCP(t), Tokens: testTokens, Listen: "127.0.0.1:0",
+	mcpSrv := newTestMCP(t)
+	started := make(chan struct{})
+	mcpSrv.AddTool(mcp.NewTool("block"), func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		close(started)
+		time.Sleep(time.Second) // finishes after the shutdown began, whatever it is told
+		return mcp.NewToolResultText("slept"), nil
+	})
+	cfg := HTTPConfig{MCP: mcpSrv, Tokens: testTokens, Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	go func() { served <- ServeHTTP(ctx, cfg, time.Hour, func(a string) { addr <- a }) }()
 	base := "http://" + <-addr
@@ -39,9 +47,9 @@ func TestShutdownEndsStandingStreamsAndKeepsCalls(t *testing.T) {
 	defer get.Body.Close()
 	slow := make(chan reply, 1)
 	go func() {
-		slow <- do(t, "POST", base+"/mcp", aliceToken, hdr, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"ms":1500}}}`)
+		slow <- do(t, "POST", base+"/mcp", aliceToken, hdr, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"block","arguments":{}}}`)
 	}()
-	time.Sleep(300 * time.Millisecond) // the call is in flight (it sleeps 1.5 s)
+	<-started // the call is in flight
 	cancel()
 
 	select {
