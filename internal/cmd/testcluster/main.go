@@ -120,11 +120,7 @@ func cmdImport(args []string) error {
 	if *dir == "" || fs.NArg() == 0 {
 		return fmt.Errorf("import needs --dir and at least one tarball")
 	}
-	abs, err := filepath.Abs(*dir)
-	if err != nil {
-		return err
-	}
-	c, err := loadCluster(abs)
+	c, err := loadDir(*dir)
 	if err != nil {
 		return err
 	}
@@ -147,11 +143,7 @@ func cmdAPI(args []string) error {
 	if *dir == "" || fs.NArg() < 2 || fs.NArg() > 3 {
 		return fmt.Errorf("api needs --dir, a method, a path and optionally a JSON body")
 	}
-	abs, err := filepath.Abs(*dir)
-	if err != nil {
-		return err
-	}
-	c, err := loadCluster(abs)
+	c, err := loadDir(*dir)
 	if err != nil {
 		return err
 	}
@@ -192,4 +184,13 @@ func pause() {
 			}
 		}
 	}
+}
+
+// loadDir reads the state of the cluster in dir.
+func loadDir(dir string) (*Cluster, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	return loadCluster(abs)
 }
