@@ -79,12 +79,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer store.Close()
 	netHost.ResolvConf = *resolvConf
-	engs, err := engines(*home, log, *engine)
-	if *engine == "k8s" {
-		engs, err = nil, nil
-	}
-	if err != nil {
-		return err
+	var engs []sandbox.Engine
+	if *engine != "k8s" { // --engine k8s: the cluster's engine only
+		if engs, err = engines(*home, log, *engine); err != nil {
+			return err
+		}
 	}
 	if engs, err = withK8s(engs, kf, log, *engine); err != nil {
 		return err
