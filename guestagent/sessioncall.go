@@ -14,7 +14,6 @@ import (
 func (s *Server) newSessions() *session.Manager {
 	return session.New(session.Config{
 		OutputLimit: s.cfg.OutputLimit,
-		Dir:         s.cfg.SessionDir,
 		Cwd:         s.cfg.SessionCwd,
 		Env:         baseEnv,
 		Start:       s.cfg.Work.start,

@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -38,8 +37,7 @@ func main() {
 		netJSON  = flag.String("net", "", "network configuration (JSON) to apply after the init duties")
 		hold     = flag.Bool("hold", false, "wait until stdin ends, then exit (the jail engine holds a user namespace with it)")
 		confine  = flag.Bool("confine", false, "confine and execute a box's host-side helper (QEMU, krun shim, network helper) as the host's launcher asks on stdin")
-		contain  = flag.Bool("container", false, "run as a container's first process (a Kubernetes box): reap orphans, no mounts, no host name; sessions keep their files under --state")
-		state    = flag.String("state", "/boxlite", "with --container: a writable directory of the agent's own (the pod's emptyDir)")
+		contain  = flag.Bool("container", false, "run as a container's first process (a Kubernetes box): reap orphans, no mounts, no host name")
 		install  = flag.String("install", "", "copy this binary to the given path and exit (the init container of a Kubernetes box)")
 		verbose  = flag.Bool("v", false, "debug logging")
 		version  = flag.Bool("version", false, "print the version and exit")
@@ -133,10 +131,8 @@ func main() {
 	if *contain {
 		// The container runtime did the mounts and applied the image's
 		// user, env and working directory: runs and sessions start where
-		// the agent was started, and sessions keep their files in the
-		// agent's own writable directory (the image's /run may not be).
+		// the agent was started.
 		*noMounts, *hostname = true, ""
-		cfg.SessionDir = filepath.Join(*state, "sessions")
 		cfg.SessionCwd, _ = os.Getwd()
 	}
 	if *init_ {

@@ -8,11 +8,15 @@
 // agent -> driver: {id, code, cwd?, env?}
 // driver -> agent: {t:"ready"} once; then per job any number of
 //   {t:"out", n:"stdout"|"stderr", b:<base64>} and {t:"display", mime, b:<base64>},
-//   and last {t:"done", id, value:<string>|null, error:{name, message, stack}|null}.
+//   and last {t:"done", id, sync, value:<string>|null, error:{name, message, stack}|null}.
+// Before "done" the driver writes a marker with the job's id to its own fd 1
+// and 2 (sync says to which), so the agent can pass on everything child
+// processes wrote there before the job ended (see driver.py).
 // SIGINT interrupts the job (breakOnSigint while the code runs
 // synchronously, a rejected wait while it awaits); the session lives on.
 
 const vm = require('vm');
+const fs = require('fs');
 const util = require('util');
 const net = require('net');
 const path = require('path');
@@ -115,6 +119,21 @@ function errorInfo(e) {
   return { name: 'Uncaught', message: util.inspect(e), stack: '' };
 }
 
+// The agent's pipes: markers go only there (never into a file the code put
+// on fd 1 or 2).
+const ident = (fd) => { try { const st = fs.fstatSync(fd); return st.dev + ':' + st.ino; } catch (e) { return null; } };
+const pipes = { 1: ident(1), 2: ident(2) };
+
+function syncMarks(id) {
+  const mark = Buffer.from('\0boxlite-sync ' + id + '\0');
+  let sync = 0;
+  for (const [bit, fd] of [[1, 1], [2, 2]]) {
+    if (pipes[fd] === null || ident(fd) !== pipes[fd]) continue;
+    try { if (fs.writeSync(fd, mark) === mark.length) sync |= bit; } catch (e) { /* closed, or full */ }
+  }
+  return sync;
+}
+
 let cell = 0;
 async function runJob(job) {
   let value;
@@ -150,7 +169,7 @@ async function runJob(job) {
   if (!error && hasValue && value !== undefined) {
     try { text = util.inspect(value, { colors: false }); } catch (e) { text = String(value); }
   }
-  send({ t: 'done', id: job.id, value: text, error });
+  send({ t: 'done', id: job.id, sync: syncMarks(job.id), value: text, error });
 }
 
 let buf = '';

@@ -93,3 +93,15 @@ func (o *output) rich(kind, mime string, data []byte) {
 		o.failed = true
 	}
 }
+
+// dropped counts an output the interpreter did not send, being over the
+// size any output may have.
+func (o *output) dropped(mime string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if wire.IsImage(mime) {
+		o.imagesDropped++
+	}
+	o.outputsDropped++
+	o.truncated = true
+}

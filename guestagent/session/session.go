@@ -3,11 +3,14 @@
 // variables, imports, functions and the working directory survive between
 // them. It runs inside the guest agent, the same for every engine.
 //
-// Python is an ipykernel (Debian's python3-ipykernel) driven over the
-// Jupyter messaging protocol v5 (ZeroMQ, github.com/go-zeromq/zmq4), so
-// IPython's display system and everything built on it (matplotlib's inline
-// backend, pandas reprs, _repr_png_) work as in Jupyter. JavaScript is a
-// small Node driver (driver.js) keeping state in the Node global scope.
+// Python runs in IPython's InteractiveShell inside a small driver
+// (driver.py), so IPython's display system and everything built on it
+// (matplotlib's inline backend, pandas reprs, _repr_png_, magics) work as in
+// Jupyter; JavaScript in a small Node driver (driver.js) keeping state in
+// Node's global scope. Both speak one line-JSON protocol with the agent
+// over a socket on their fd 3 (driver.go). ipykernel itself is not used:
+// its ZeroMQ sockets, signed messages and IOPub thread cost several
+// milliseconds per call, more than everything else on a warm call together.
 //
 // The Manager owns every session's lifecycle: it starts an interpreter on
 // first use, serialises calls per session in arrival order, interrupts the
@@ -49,9 +52,6 @@ type Config struct {
 	// OutputLimit caps a call's stdout, stderr and text outputs together
 	// when the request sets no lower limit (default 16 MiB).
 	OutputLimit int64
-	// Dir holds the sessions' sockets and connection files (default
-	// /run/boxlite-sessions).
-	Dir string
 	// Env returns the environment interpreters start with (default os.Environ).
 	Env func() []string
 	// Cwd is the working directory interpreters start in (default /root,
@@ -79,9 +79,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.OutputLimit <= 0 {
 		c.OutputLimit = 16 << 20
-	}
-	if c.Dir == "" {
-		c.Dir = "/run/boxlite-sessions"
 	}
 	if c.Env == nil {
 		c.Env = os.Environ

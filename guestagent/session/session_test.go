@@ -18,7 +18,7 @@ import (
 )
 
 // These tests run real interpreters on the host: Debian's python3 with
-// python3-ipykernel (and matplotlib, pandas), and node. They are skipped
+// IPython (and matplotlib, pandas), and node. They are skipped
 // where those are missing; the same code runs in a real box in
 // sandbox/jail's session tests.
 
@@ -26,9 +26,9 @@ const hostPython = "/usr/bin/python3"
 
 func needPython(t *testing.T, modules ...string) {
 	t.Helper()
-	mods := strings.Join(append([]string{"ipykernel"}, modules...), ", ")
+	mods := strings.Join(append([]string{"IPython", "matplotlib_inline"}, modules...), ", ")
 	if err := exec.Command(hostPython, "-c", "import "+mods).Run(); err != nil {
-		t.Skipf("needs %s with %s (apt-get install python3-ipykernel python3-matplotlib python3-pandas)", hostPython, mods)
+		t.Skipf("needs %s with %s (apt-get install python3-ipython python3-matplotlib python3-pandas)", hostPython, mods)
 	}
 }
 
@@ -45,9 +45,6 @@ func (w logW) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p)
 
 func newManager(t *testing.T, cfg Config) *Manager {
 	t.Helper()
-	if cfg.Dir == "" {
-		cfg.Dir = t.TempDir()
-	}
 	cfg.Python = hostPython
 	cfg.Cwd = t.TempDir()
 	cfg.Logger = slog.New(slog.NewTextHandler(logW{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -380,38 +377,73 @@ func TestBoxDefaults(t *testing.T) {
 	}
 }
 
-// TestPythonQuickCalls: the launcher's trims (flushes with nothing
-// written return at once, no execute_input, no sleep before the reply)
-// are in place for the installed ipykernel, and lose no output: writes in
-// pieces, without a newline, from a thread, and to stderr all arrive in
-// their call, in order, before its result.
-func TestPythonQuickCalls(t *testing.T) {
+// TestPythonOutputArrives: nothing a call writes is lost or lands in
+// another call: writes in pieces, without a newline, from a thread, to
+// stderr, from a child process and native code straight to fd 1 and 2
+// (the driver's own streams, passed on before the call ends), from a forked
+// child, a large write, and output right before an error.
+func TestPythonOutputArrives(t *testing.T) {
 	needPython(t)
 	m := newManager(t, Config{})
-	code := "import sys\nk = get_ipython().kernel\n(type(sys.stdout).flush.__name__, k._execute_sleep, k._publish_execute_input(None, None, 0))"
-	if _, s := run(t, m, call{code: code}); s.result() != "('quick_flush', 0.0, None)" {
-		t.Fatalf("the launcher's trims are not in place: %q (stderr %q)", s.result(), s.stderr.String())
+	var pieces strings.Builder
+	for i := range 500 {
+		fmt.Fprintf(&pieces, "%d ", i)
 	}
 	for _, tc := range []struct {
 		name, code, stdout, stderr, result string
 	}{
-		{"pieces", "for i in range(500): print(i, end=' ')\n'done'", "", "", "'done'"},
+		{"pieces", "for i in range(500): print(i, end=' ')\n'done'", pieces.String(), "", "'done'"},
 		{"no newline", "import sys\nsys.stdout.write('partial')\n1", "partial", "", "1"},
 		{"thread", "import threading\nt = threading.Thread(target=lambda: print('from a thread'))\nt.start(); t.join()\n2", "from a thread\n", "", "2"},
 		{"stderr", "import sys\nprint('out')\nprint('err', file=sys.stderr)\n3", "out\n", "err\n", "3"},
+		{"child process", "import os, subprocess\nos.system('echo from sh; echo to stderr >&2')\nsubprocess.run(['printf', 'no newline'])\n4", "from sh\nno newline", "to stderr\n", "4"},
+		{"native", "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.write(1, b'native\\n', 7)\n5", "native\n", "", "5"},
+		{"forked child", "import os\npid = os.fork()\nif pid == 0:\n    print('from the child', flush=True)\n    os._exit(0)\nos.waitpid(pid, 0)\n6", "from the child\n", "", "6"},
+		{"large", "print('x' * 3_000_000)\n7", strings.Repeat("x", 3_000_000) + "\n", "", "7"},
+		{"binary-looking", "import os\nos.write(1, b'a\\x00b\\x00boxlite\\x00')\n8", "a\x00b\x00boxlite\x00", "", "8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, s := run(t, m, call{code: tc.code})
-			want := tc.stdout
-			if tc.name == "pieces" {
-				var b strings.Builder
-				for i := range 500 {
-					fmt.Fprintf(&b, "%d ", i)
-				}
-				want = b.String()
+			if res.ExitCode != 0 || s.stdout.String() != tc.stdout || s.stderr.String() != tc.stderr || s.result() != tc.result {
+				t.Fatalf("%+v %+v: stdout %.200q stderr %q result %q", res, res.Error, s.stdout.String(), s.stderr.String(), s.result())
 			}
-			if res.ExitCode != 0 || s.stdout.String() != want || s.stderr.String() != tc.stderr || s.result() != tc.result {
-				t.Fatalf("%+v: stdout %q stderr %q result %q", res, s.stdout.String(), s.stderr.String(), s.result())
+		})
+	}
+	// Output before an error comes with it, and the next call is clean.
+	res, s := run(t, m, call{code: "print('before')\nraise ValueError('boom')"})
+	if res.Error == nil || res.Error.Name != "ValueError" || res.Error.Message != "boom" || s.stdout.String() != "before\n" || !strings.Contains(res.Error.Traceback, "ValueError") {
+		t.Fatalf("error: %+v %+v stdout %q", res, res.Error, s.stdout.String())
+	}
+	if strings.Contains(res.Error.Traceback, "\x1b[") {
+		t.Errorf("traceback has colour codes: %q", res.Error.Traceback)
+	}
+	if res, s := run(t, m, call{code: "9"}); res.Error != nil || s.result() != "9" || s.stdout.Len() != 0 {
+		t.Fatalf("after the error: %+v stdout %q", res, s.stdout.String())
+	}
+}
+
+// TestPythonDriverHostile: code that writes to the driver's control socket
+// (fd 3) or floods it cannot make the agent hang or take output for another
+// call; the worst it does is end its own interpreter, which the next call
+// replaces.
+func TestPythonDriverHostile(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	for _, tc := range []struct{ name, code string }{
+		{"garbage", "import os\nos.write(3, b'not json\\n')\nimport time; time.sleep(1)"},
+		{"forged done", "import os\nos.write(3, b'{\"t\":\"done\",\"id\":999}\\n')\n1"},
+		{"huge line", "import os\nos.write(3, b'{\"t\":\"out\",\"s\":\"' + b'x' * (12 << 20))\nimport time; time.sleep(1)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := m.Run(ctx, &wire.SessionRequest{Language: wire.LangPython, Name: "default", TimeoutMs: 20_000}, tc.code, &sink{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: exit %d ended %q", tc.name, res.ExitCode, res.Ended)
+			if res2, s := run(t, m, call{code: "'alive'"}); res2.ExitCode != 0 || s.result() != "'alive'" {
+				t.Fatalf("the next call: %+v %+v", res2, res2.Error)
 			}
 		})
 	}
@@ -433,12 +465,7 @@ func TestSessionUser(t *testing.T) {
 	} {
 		t.Run(lang.name, func(t *testing.T) {
 			lang.need(t)
-			// The user reaches its kernel's directory through the sessions' one.
-			dir := t.TempDir()
-			if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
-				t.Fatal(err)
-			}
-			m := newManager(t, Config{Dir: filepath.Join(dir, "sessions")})
+			m := newManager(t, Config{})
 			nobody := uint32(65534)
 			steps := []struct {
 				uid, gid *uint32

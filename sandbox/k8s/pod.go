@@ -109,7 +109,7 @@ func (e *Engine) pod(spec sandbox.Spec, owner string) *corev1.Pod {
 				Name: boxContainer, Image: spec.Image, ImagePullPolicy: corev1.PullPolicy(e.cfg.PullPolicy),
 				// The image's entrypoint is replaced by the agent; its env,
 				// working directory and user stay (the runtime applies them).
-				Command:      []string{agentDir + "/boxlite-guest", "--container", "--state", agentDir, "--listen", fmt.Sprintf("tcp:127.0.0.1:%d", AgentPort)},
+				Command:      []string{agentDir + "/boxlite-guest", "--container", "--listen", fmt.Sprintf("tcp:127.0.0.1:%d", AgentPort)},
 				Env:          env,
 				Resources:    corev1.ResourceRequirements{Requests: limits, Limits: limits},
 				VolumeMounts: []corev1.VolumeMount{{Name: agentVolume, MountPath: agentDir}},
