@@ -68,6 +68,7 @@ type driverMsg struct {
 	ID    int                        `json:"id"`
 	Count int                        `json:"count"`
 	Sync  int                        `json:"sync"`
+	Exit  bool                       `json:"exit"`
 	Value *string                    `json:"value"`
 	Error *struct {
 		Name, Message, Stack string
@@ -78,6 +79,7 @@ type driverDone struct {
 	value *string
 	count int
 	sync  int
+	exit  bool // the driver ends after this job
 	err   *wire.SessionError
 }
 
@@ -217,7 +219,7 @@ func (d *driverInterp) read(m *Manager, ready chan struct{}) {
 			if j == nil || msg.ID != j.id {
 				continue
 			}
-			dd := driverDone{value: msg.Value, count: msg.Count, sync: msg.Sync}
+			dd := driverDone{value: msg.Value, count: msg.Count, sync: msg.Sync, exit: msg.Exit}
 			if msg.Error != nil {
 				dd.err = &wire.SessionError{Name: msg.Error.Name, Message: clipText(msg.Error.Message, 16<<10),
 					Traceback: clipText(stripANSI(msg.Error.Stack), maxTraceback)}
@@ -266,6 +268,14 @@ func (d *driverInterp) run(j *job) *pending {
 		select {
 		case dd := <-dj.done:
 			d.awaitSync(dj.id, dd.sync)
+			if dd.exit {
+				// The next call must find it gone, not send to it.
+				select {
+				case <-d.proc.done:
+				case <-time.After(5 * time.Second):
+					d.proc.kill("exit() was called, and the interpreter did not end")
+				}
+			}
 			d.count++
 			if dd.count > 0 {
 				d.count = dd.count

@@ -17,7 +17,8 @@
 #   {t:"bundle", kind:"display"|"result", data:{mime: value}} (binary
 #   types base64, as in Jupyter), {t:"dropped", mime, size} (a
 #   representation too large to send), and last
-#   {t:"done", id, count, sync, error:{name, message, stack}|null}.
+#   {t:"done", id, count, sync, exit?, error:{name, message, stack}|null}
+#   (exit: the driver ends now, as exit() asked).
 # Before "done" the driver writes a marker with the job's id to its own fd 1
 # and 2 (sync says to which), so the agent can pass on everything child
 # processes and native code wrote there before the job ended.
@@ -274,6 +275,12 @@ def main():
     class Shell(InteractiveShell):
         error = None
 
+        def ask_exit(self):
+            # exit() / quit(): the interpreter ends after this call, as a
+            # kernel does (Jupyter then starts a new one); so does this
+            # session, on its next call.
+            self.exit_now = True
+
         def _showtraceback(self, etype, evalue, stb):
             flush_streams()
             self.error = {
@@ -326,8 +333,6 @@ def main():
                 if shell.error is None:
                     shell.error = {"name": "KeyboardInterrupt", "message": "", "stack": "KeyboardInterrupt"}
             state.pending = False
-            if shell.exit_now:
-                shell.exit_now = False  # exit()/quit(): as in ipykernel, the interpreter stays
         flush_streams()
         marker = ("\0boxlite-sync %d\0" % job["id"]).encode()
         sync = 0
@@ -339,7 +344,12 @@ def main():
                     sync |= bit
             except OSError:
                 pass
-        send({"t": "done", "id": job["id"], "count": shell.execution_count - 1, "sync": sync, "error": shell.error})
+        done = {"t": "done", "id": job["id"], "count": shell.execution_count - 1, "sync": sync, "error": shell.error}
+        if shell.exit_now:
+            done["exit"] = True
+        send(done)
+        if shell.exit_now:
+            os._exit(0)
 
 
 main()

@@ -162,17 +162,63 @@ func TestPythonSession(t *testing.T) {
 }
 
 // TestPythonImportsFromCwd: as in Jupyter, modules in the working
-// directory import, and the debugger the launcher leaves out still does.
+// directory import; the driver's own imports do not look there (a file
+// named like one of them does not break the session).
 func TestPythonImportsFromCwd(t *testing.T) {
 	needPython(t)
 	m := newManager(t, Config{})
 	cwd := m.cfg.Cwd
-	if err := os.WriteFile(filepath.Join(cwd, "boxlite_mod.py"), []byte("X = 7\n"), 0o644); err != nil {
-		t.Fatal(err)
+	for name, src := range map[string]string{"boxlite_mod.py": "X = 7\n", "json.py": "raise SystemExit('planted json')\n", "socket.py": "raise SystemExit('planted socket')\n"} {
+		if err := os.WriteFile(filepath.Join(cwd, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	code := "import boxlite_mod, importlib.util\n(boxlite_mod.X, importlib.util.find_spec('debugpy') is not None)"
-	if res, s := run(t, m, call{code: code}); s.result() != "(7, True)" {
+	code := "import boxlite_mod\nboxlite_mod.X"
+	if res, s := run(t, m, call{code: code}); s.result() != "7" {
 		t.Fatalf("%+v %+v %q", res, res.Error, s.result())
+	}
+}
+
+// TestPythonIPythonSemantics: what makes the session IPython and not bare
+// Python: top-level await, magics, shell escapes, Out history, rich
+// reprs, display(), input() refused as in a kernel without stdin.
+func TestPythonIPythonSemantics(t *testing.T) {
+	needPython(t, "pandas")
+	m := newManager(t, Config{})
+	for _, tc := range []struct {
+		name, code, stdout, result, errName string
+		mimes                              []string
+	}{
+		{"await", "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'", "", "'awaited'", "", nil},
+		{"asyncio.run", "import asyncio\nasync def f(): return 3\nasyncio.run(f())", "", "3", "", nil},
+		{"magic", "%time x = sum(range(10))\nx", "", "45", "", nil},
+		{"shell escape", "!echo from-the-shell", "from-the-shell", "", "", nil},
+		{"Out", "Out[3] + 1", "", "46", "", nil},
+		{"html repr", "import pandas as pd\npd.DataFrame({'a': [1]})", "", "   a\n0  1", "", []string{"text/plain", "text/html"}},
+		{"display", "from IPython.display import display, Markdown\ndisplay(Markdown('**hi**'))", "", "", "", []string{"text/markdown"}},
+		{"input", "input('name? ')", "", "", "StdinNotImplementedError", nil},
+		{"syntax", "def f(:", "", "", "SyntaxError", nil},
+		{"exit", "exit()\n'still here'", "", "'still here'", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, s := run(t, m, call{code: tc.code})
+			var mimes []string
+			for _, o := range s.outputs {
+				mimes = append(mimes, o.h.Mime)
+			}
+			gotErr := ""
+			if res.Error != nil {
+				gotErr = res.Error.Name
+			}
+			if gotErr != tc.errName || !strings.Contains(s.stdout.String(), tc.stdout) || s.result() != tc.result || res.Restarted != (tc.name == "await") ||
+				(tc.mimes != nil && strings.Join(mimes, ",") != strings.Join(tc.mimes, ",")) {
+				t.Fatalf("%+v %+v: stdout %q stderr %q result %q outputs %v", res, res.Error, s.stdout.String(), s.stderr.String(), s.result(), mimes)
+			}
+		})
+	}
+	// exit() ended the interpreter after its call, as a kernel's does.
+	if res, s := run(t, m, call{code: "'new'"}); !res.Restarted || res.RestartReason != "the interpreter exited with code 0" || s.result() != "'new'" {
+		t.Fatalf("after exit(): %+v %q", res, s.result())
 	}
 }
 
