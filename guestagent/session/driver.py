@@ -53,8 +53,13 @@ def _ident(fd):
 # The agent's pipes: markers go only there (never into a file the code put
 # on fd 1 or 2).
 PIPES = {1: _ident(1), 2: _ident(2)}
-MAX_TEXT = 1 << 20  # per "out" message
-MAX_REPR = 6 << 20  # one representation of a bundle; larger ones are dropped
+# Every message is one line the agent reads up to 10 MiB: text goes in
+# pieces of at most MAX_TEXT characters (4 bytes of UTF-8 or a 6-byte
+# escape each), a bundle carries at most MAX_BUNDLE bytes of encoded
+# representations (one over MAX_REPR is dropped and reported).
+MAX_TEXT = 256 << 10
+MAX_REPR = 6 << 20
+MAX_BUNDLE = 8 << 20
 
 ctl = socket.socket(fileno=3)
 ctl.set_inheritable(False)
@@ -83,7 +88,7 @@ def _on_sigint(signum, frame):
 def send(msg):
     if os.getpid() != PID:
         return  # a forked child (multiprocessing): not ours to speak for
-    data = (json.dumps(msg, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
+    data = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
     main = threading.current_thread() is _main
     if main:
         state.sending += 1
@@ -207,28 +212,27 @@ def flush_streams():
 
 def encode_bundle(data):
     """A mime bundle as Jupyter sends it: bytes as base64, text as str,
-    JSON values as they are; oversized representations are reported."""
+    JSON values as they are; representations too large to send are
+    reported instead. text/plain is kept first (it is what a result is)."""
     out = {}
-    for mime, v in (data or {}).items():
+    total = 0
+    items = sorted((data or {}).items(), key=lambda kv: kv[0] != "text/plain")
+    for mime, v in items:
         if isinstance(v, (bytes, bytearray, memoryview)):
-            v = bytes(v)
-            if len(v) > MAX_REPR:
-                send({"t": "dropped", "mime": mime, "size": len(v)})
-                continue
-            v = base64.b64encode(v).decode("ascii")
+            v = base64.b64encode(bytes(v)).decode("ascii")
+            size = len(v)
         elif isinstance(v, str):
-            if len(v) > MAX_REPR:
-                send({"t": "dropped", "mime": mime, "size": len(v)})
-                continue
+            size = len(v) if len(v) * 6 <= MAX_REPR else len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         else:
             try:
-                s = json.dumps(v)
+                size = len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
             except (TypeError, ValueError):
                 v = str(v)
-            else:
-                if len(s) > MAX_REPR:
-                    send({"t": "dropped", "mime": mime, "size": len(s)})
-                    continue
+                size = len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > MAX_REPR or total + size > MAX_BUNDLE:
+            send({"t": "dropped", "mime": mime, "size": size})
+            continue
+        total += size
         out[mime] = v
     return out
 

@@ -187,7 +187,7 @@ func TestPythonIPythonSemantics(t *testing.T) {
 	m := newManager(t, Config{})
 	for _, tc := range []struct {
 		name, code, stdout, result, errName string
-		mimes                              []string
+		mimes                               []string
 	}{
 		{"await", "import asyncio\nawait asyncio.sleep(0.01)\n'awaited'", "", "'awaited'", "", nil},
 		{"asyncio.run", "import asyncio\nasync def f(): return 3\nasyncio.run(f())", "", "3", "", nil},
@@ -465,6 +465,36 @@ func TestPythonOutputArrives(t *testing.T) {
 	}
 	if res, s := run(t, m, call{code: "9"}); res.Error != nil || s.result() != "9" || s.stdout.Len() != 0 {
 		t.Fatalf("after the error: %+v stdout %q", res, s.stdout.String())
+	}
+}
+
+// TestPythonLargeOutputs: output whose encoding is much larger than its
+// characters (emoji, control characters) and representations over the
+// size any output may have cost the call some outputs (counted), never the
+// session.
+func TestPythonLargeOutputs(t *testing.T) {
+	needPython(t)
+	m := newManager(t, Config{})
+	run(t, m, call{code: "x = 1"})
+	for _, tc := range []struct {
+		name, code  string
+		stdoutBytes int
+		dropped     int
+	}{
+		{"emoji", "print('\\U0001F600' * 1_000_000)", 4_000_001, 0},
+		{"control characters", "print('\\x01' * 3_000_000)", 3_000_001, 0},
+		{"huge html", "from IPython.display import display, HTML\ndisplay(HTML('<p>' + '\\x02' * (7 << 20)))", 0, 1},
+		{"huge repr with text", "class R:\n    def _repr_html_(self): return 'x' * (5 << 20)\n    def _repr_markdown_(self): return 'y' * (5 << 20)\n    def __repr__(self): return 'small'\nR()", 0, 2}, // one over the bundle's budget (driver), one over MaxOutputBytes (agent)
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, s := run(t, m, call{code: tc.code})
+			if res.Restarted || res.Ended != "" || res.ExitCode != 0 || s.stdout.Len() != tc.stdoutBytes || res.OutputsDropped != tc.dropped || (tc.dropped > 0) != res.Truncated {
+				t.Fatalf("%+v %+v: stdout %d bytes, outputs %d", res, res.Error, s.stdout.Len(), len(s.outputs))
+			}
+			if res, s := run(t, m, call{code: "x"}); res.Restarted || s.result() != "1" {
+				t.Fatalf("the session after it: %+v %q", res, s.result())
+			}
+		})
 	}
 }
 
