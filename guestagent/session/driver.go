@@ -224,7 +224,10 @@ func (d *driverInterp) read(m *Manager, ready chan struct{}) {
 				dd.err = &wire.SessionError{Name: msg.Error.Name, Message: clipText(msg.Error.Message, 16<<10),
 					Traceback: clipText(stripANSI(msg.Error.Stack), maxTraceback)}
 			}
-			j.done <- dd
+			select {
+			case j.done <- dd:
+			default: // a second "done" (code can write to fd 3 itself): not waited for
+			}
 		}
 	}
 	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {

@@ -499,15 +499,16 @@ func TestPythonLargeOutputs(t *testing.T) {
 }
 
 // TestPythonDriverHostile: code that writes to the driver's control socket
-// (fd 3) or floods it cannot make the agent hang or take output for another
-// call; the worst it does is end its own interpreter, which the next call
-// replaces.
+// (fd 3) — garbage, forged or repeated "done" lines, a line over the
+// bound — cannot make the agent hang; the worst it does is end or confuse
+// its own interpreter, which later calls replace or get past.
 func TestPythonDriverHostile(t *testing.T) {
 	needPython(t)
 	m := newManager(t, Config{})
 	for _, tc := range []struct{ name, code string }{
 		{"garbage", "import os\nos.write(3, b'not json\\n')\nimport time; time.sleep(1)"},
 		{"forged done", "import os\nos.write(3, b'{\"t\":\"done\",\"id\":999}\\n')\n1"},
+		{"done again", "import os\nfor _ in range(3):\n    for i in range(1, 50): os.write(3, b'{\"t\":\"done\",\"id\":%d}\\n' % i)\n1"},
 		{"huge line", "import os\nos.write(3, b'{\"t\":\"out\",\"s\":\"' + b'x' * (12 << 20))\nimport time; time.sleep(1)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,8 +519,22 @@ func TestPythonDriverHostile(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s: exit %d ended %q", tc.name, res.ExitCode, res.Ended)
-			if res2, s := run(t, m, call{code: "'alive'"}); res2.ExitCode != 0 || s.result() != "'alive'" {
-				t.Fatalf("the next call: %+v %+v", res2, res2.Error)
+			// Forged "done" lines for later job ids may answer the next
+			// calls (the code spoils its own session); the agent must not
+			// hang, and a call soon gets its real answer.
+			for i := 0; ; i++ {
+				cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+				res2, s := runCtx(t, cctx, m, call{code: "'alive'"})
+				ccancel()
+				if res2.Cancelled {
+					t.Fatalf("call %d after it hung: %+v", i, res2)
+				}
+				if res2.ExitCode == 0 && s.result() == "'alive'" {
+					break
+				}
+				if i == 100 {
+					t.Fatalf("no real answer in 100 calls after it: %+v %+v", res2, res2.Error)
+				}
 			}
 		})
 	}
