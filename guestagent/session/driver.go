@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,6 +339,9 @@ func (d *driverInterp) death() death            { <-d.proc.done; return d.proc.d
 // syncPrefix begins a driver's sync marker: syncPrefix, the job id in
 // decimal, NUL.
 const syncPrefix = "\x00boxlite-sync "
+
+// syncMarkRE finds whole markers (in a dead driver's last output).
+var syncMarkRE = regexp.MustCompile(`\x00boxlite-sync [0-9]+\x00`)
 
 // syncScan takes the sync markers out of one of a driver's own streams.
 type syncScan struct {

@@ -88,7 +88,7 @@ func (p *process) wait(m *Manager) {
 	p.cmd.Wait()
 	m.cfg.Reaped(p.pid)
 	p.mu.Lock()
-	d := death{code: -1, killedBy: p.killedBy, tail: strings.TrimSpace(string(bytes.ToValidUTF8(p.tail, []byte("?"))))}
+	d := death{code: -1, killedBy: p.killedBy, tail: strings.TrimSpace(string(bytes.ToValidUTF8(syncMarkRE.ReplaceAll(p.tail, nil), []byte("?"))))}
 	p.mu.Unlock()
 	if ps := p.cmd.ProcessState; ps != nil {
 		ws := ps.Sys().(syscall.WaitStatus)
