@@ -2,16 +2,20 @@ package guestagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/vsock"
+	"golang.org/x/sys/unix"
 
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
@@ -79,28 +83,80 @@ func FindSerialPort(name string) (string, error) {
 // ServeSerial serves the host over the virtio-serial port called name. A
 // serial port has no connections: each host session starts with a hello,
 // and when a session ends the port is reopened for the next host.
+//
+// While no host is connected a read of the port returns at once (and poll
+// says hang-up), so the agent cannot block on it; instead it asks for
+// SIGIO, which the virtio console driver sends when the host side opens
+// (or closes) the port, and waits for that. A host therefore gets an
+// answer as soon as the guest runs, not after a polling interval (a 100 ms
+// poll made every call on a serial-port box, which the host reconnects
+// for each call, wait up to 100 ms). A slow poll stays as a fallback for a
+// kernel without the signal.
 func (s *Server) ServeSerial(ctx context.Context, name string) error {
+	sigio := make(chan os.Signal, 1)
+	signal.Notify(sigio, syscall.SIGIO)
+	defer signal.Stop(sigio)
 	for ctx.Err() == nil {
-		dev, err := FindSerialPort(name)
-		if err == nil {
-			var f *os.File
-			if f, err = os.OpenFile(dev, os.O_RDWR, 0); err == nil {
-				if err = wire.SyncSerialGuest(f); err == nil {
-					err = s.ServeConn(ctx, io.ReadWriteCloser(f))
-				} else {
-					f.Close()
-				}
-			}
-		}
+		served, err := s.serveSerialOnce(ctx, name, sigio)
 		if err != nil {
 			s.log.Debug("serial session ended", "port", name, "err", err)
 		}
+		if served {
+			continue // reopen for the next host at once
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond): // no port yet, or it failed
 		}
 	}
 	return nil
+}
+
+// serialHostWait bounds a wait for the host's SIGIO (the fallback poll).
+const serialHostWait = time.Second
+
+// serveSerialOnce opens the port, waits for a host and serves its session;
+// served says a session ran (rather than the port failing).
+func (s *Server) serveSerialOnce(ctx context.Context, name string, sigio <-chan os.Signal) (served bool, err error) {
+	dev, err := FindSerialPort(name)
+	if err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return false, err
+	}
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if _, err := unix.FcntlInt(fd, unix.F_SETOWN, os.Getpid()); err == nil {
+				if fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0); err == nil {
+					unix.FcntlInt(fd, unix.F_SETFL, fl|unix.O_ASYNC)
+				}
+			}
+		})
+	}
+	for {
+		select { // a signal from before this attempt is stale
+		case <-sigio:
+		default:
+		}
+		err = wire.SyncSerialGuest(f)
+		if err == nil {
+			return true, s.ServeConn(ctx, io.ReadWriteCloser(f))
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			f.Close()
+			return false, err
+		}
+		// No host on the other side: wait until one opens the port.
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return false, ctx.Err()
+		case <-sigio:
+		case <-time.After(serialHostWait):
+		}
+	}
 }
 
 // InstallSelf copies the running binary to dst (mode 0755, through a

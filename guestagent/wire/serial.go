@@ -16,7 +16,8 @@ import (
 // an old session when a new host starts talking. Before the hello, both
 // sides therefore synchronise on the raw byte stream:
 //
-//	host:  SYNC+nonce, repeated every 100 ms until acknowledged
+//	host:  SYNC+nonce, repeated until acknowledged: after 5 ms, then at
+//	       twice the last interval up to every 100 ms
 //	guest: scans for SYNC, answers ACK+nonce
 //	host:  skips everything up to ACK+nonce, then sends HELO
 //	guest: skips repeated SYNCs up to HELO; the Hello frame follows
@@ -34,6 +35,9 @@ var (
 
 const nonceLen = 8
 
+// serialSyncEvery is the longest interval between the host's SYNCs.
+const serialSyncEvery = 100 * time.Millisecond
+
 // SyncSerialHost runs the host side of the handshake on conn.
 func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 	nonce := make([]byte, nonceLen)
@@ -47,7 +51,12 @@ func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 	defer stopRepeater()
 	writeErr := make(chan error, 1)
 	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
+		// A host that reconnects at once (the host reconnects for every
+		// call on an exclusive port) usually meets the guest's previous
+		// session, which eats the first SYNC: the next one must follow
+		// soon, or every such call waits a whole interval.
+		interval := 5 * time.Millisecond
+		t := time.NewTimer(interval)
 		defer t.Stop()
 		for {
 			mu.Lock()
@@ -71,6 +80,8 @@ func SyncSerialHost(ctx context.Context, conn net.Conn) error {
 				return
 			case <-t.C:
 			}
+			interval = min(2*interval, serialSyncEvery)
+			t.Reset(interval)
 		}
 	}()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
