@@ -13,7 +13,7 @@ import (
 
 // Sessions through the real MCP server, on the fake engine, whose agent
 // runs this host's interpreters: Debian's /usr/bin/python3 with
-// python3-ipykernel, matplotlib and pandas (skipped without them), and node.
+// IPython, matplotlib and pandas (skipped without them), and node.
 
 // pyEnv makes a Python session use Debian's python3 rather than whatever
 // comes first in the test's PATH.
@@ -21,8 +21,8 @@ var pyEnv = map[string]any{"PATH": "/usr/bin:/bin"}
 
 func needHostPython(t *testing.T) {
 	t.Helper()
-	if exec.Command("/usr/bin/python3", "-c", "import ipykernel, matplotlib, pandas").Run() != nil {
-		t.Skip("needs /usr/bin/python3 with python3-ipykernel, python3-matplotlib and python3-pandas")
+	if exec.Command("/usr/bin/python3", "-c", "import IPython, matplotlib_inline, matplotlib, pandas").Run() != nil {
+		t.Skip("needs /usr/bin/python3 with python3-ipython, python3-matplotlib and python3-pandas")
 	}
 }
 

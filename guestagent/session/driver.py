@@ -356,4 +356,13 @@ def main():
             os._exit(0)
 
 
-main()
+try:
+    main()
+except BaseException:
+    # Before "ready" no call hears the driver's own streams: what failed
+    # (IPython missing, say) goes to the process's stderr, which the agent
+    # keeps for its report.
+    import traceback
+
+    os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+    os._exit(1)

@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image/png"
 	"log/slog"
@@ -158,6 +159,24 @@ func TestPythonSession(t *testing.T) {
 	img, err := png.Decode(bytes.NewReader(pngs[0]))
 	if err != nil || img.Bounds().Dx() != 200 || img.Bounds().Dy() != 150 {
 		t.Fatalf("png: %v %v", err, img.Bounds())
+	}
+}
+
+// TestPythonWithoutIPython: a Python without IPython (here: site-packages
+// left out with -S) makes a session fail at once with an error that says
+// what to install, not a start timeout or a bare exit code.
+func TestPythonWithoutIPython(t *testing.T) {
+	needPython(t)
+	wrapper := filepath.Join(t.TempDir(), "python3")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+hostPython+" -S \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, Config{})
+	m.cfg.Python = wrapper
+	_, err := m.Run(context.Background(), &wire.SessionRequest{Language: wire.LangPython, Name: "default"}, "1", &sink{})
+	var werr *wire.Error
+	if !errors.As(err, &werr) || werr.Code != wire.CodeNotFound || !strings.Contains(werr.Message, "python3-ipython") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
