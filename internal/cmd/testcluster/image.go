@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 
@@ -96,7 +95,7 @@ func requireStatic(path string) error {
 // importImage loads a docker-archive tarball into the CRI's namespace of
 // the cluster's containerd.
 func importImage(ctx context.Context, c *Cluster, file string) error {
-	out, err := exec.CommandContext(ctx, "ctr", "--address", c.ContainerdSocket, "-n", "k8s.io",
+	out, err := helper(ctx, "ctr", "--address", c.ContainerdSocket, "-n", "k8s.io",
 		"images", "import", file).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("import %s: %v: %s", file, err, strings.TrimSpace(string(out)))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -205,21 +207,27 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = exec.Command(tool, "down", "--dir", dir).Run() })
-		var c *Cluster
-		err := poll(ctx, "the kubelet's start", 100*time.Millisecond, func() (bool, error) {
-			var err error
-			if c, err = loadCluster(dir); err != nil {
-				return false, err
-			}
-			return len(c.Processes) == 5, nil
+		// Kill up while it runs a helper (the ctr that waits for
+		// containerd after the kubelet's start): the helper must not
+		// outlive up and down (CI saw an orphaned ctr survive down,
+		// dialling a socket down had removed). The helper is stopped
+		// first so that it is still there, slow, when up dies.
+		var helper int
+		err := poll(ctx, "a ctr of up after the kubelet's start", 2*time.Millisecond, func() (bool, error) {
+			helper = childNamed(up.Process.Pid, "ctr")
+			return helper > 0 && syscall.Kill(helper, syscall.SIGSTOP) == nil, nil
 		})
 		_ = up.Process.Kill()
 		_ = up.Wait()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c, err = loadCluster(dir); err != nil {
+		c, err := loadCluster(dir)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if len(c.Processes) != 5 {
+			t.Fatalf("up recorded %d daemons before its first ctr, want 5", len(c.Processes))
 		}
 		sandboxes := sandboxIDs(c)
 		runTool(t, tool, "down", "--dir", dir)
@@ -285,6 +293,23 @@ func clusterRSS(c *Cluster) int64 {
 
 // assertGone checks down left nothing: processes, mounts, links, cgroups,
 // CNI results, the directory.
+// childNamed returns a child process of pid that runs the command name,
+// or 0.
+func childNamed(pid int, name string) int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, child := range strings.Fields(string(b)) {
+			comm, _ := os.ReadFile("/proc/" + child + "/comm")
+			if strings.TrimSpace(string(comm)) == name {
+				n, _ := strconv.Atoi(child)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
 func assertGone(t *testing.T, c *Cluster, sandboxes []string) {
 	t.Helper()
 	for _, p := range c.Processes {

@@ -279,7 +279,7 @@ func waitContainerd(ctx context.Context, c *Cluster) error {
 		if err := c.alive(); err != nil {
 			return true, err
 		}
-		err := exec.CommandContext(ctx, "ctr", "--address", c.ContainerdSocket, "version").Run()
+		err := helper(ctx, "ctr", "--address", c.ContainerdSocket, "version").Run()
 		return err == nil, err
 	})
 }
