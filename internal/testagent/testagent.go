@@ -4,11 +4,15 @@
 package testagent
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -28,13 +32,16 @@ func repoRoot() string {
 func Path(t testing.TB) string {
 	t.Helper()
 	once.Do(func() {
-		dir, e := os.MkdirTemp("", "boxlite-agent-")
-		if e != nil {
-			err = e
+		// One directory for every test binary, each agent named by the
+		// pid of the binary that built it; agents of binaries that ended
+		// are removed here, so runs do not pile up copies in /tmp.
+		dir := filepath.Join(os.TempDir(), "boxlite-test-agents")
+		if err = os.MkdirAll(dir, 0o755); err != nil {
 			return
 		}
 		os.Chmod(dir, 0o755) // confined helpers' stages run as unprivileged uids
-		path = filepath.Join(dir, "boxlite-guest")
+		removeStale(dir)
+		path = filepath.Join(dir, "boxlite-guest-"+strconv.Itoa(os.Getpid()))
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", path, "./cmd/boxlite-guest")
 		cmd.Dir = repoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -46,6 +53,20 @@ func Path(t testing.TB) string {
 		t.Fatalf("building the guest agent: %v", err)
 	}
 	return path
+}
+
+// removeStale removes the agents of test binaries that no longer run.
+func removeStale(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "boxlite-guest-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 type buildError struct {
