@@ -61,6 +61,10 @@ type Config struct {
 	StartTimeout time.Duration
 	// StopGrace is how long Stop waits for a graceful shutdown before killing (default 10 s).
 	StopGrace time.Duration
+	// SessionGrace is how long a session call may outlast its own timeout
+	// on the host (default 3 min): the interpreter's start, an interrupt's
+	// grace and the wait for the session's earlier calls.
+	SessionGrace time.Duration
 	// MaxMemoryMiB caps the memory of all live boxes on this home together
 	// (default: the host's RAM minus 1 GiB).
 	MaxMemoryMiB int
@@ -129,6 +133,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.SessionGrace <= 0 {
+		cfg.SessionGrace = 3 * time.Minute
 	}
 	if cfg.ClientName == "" {
 		cfg.ClientName = "boxlite-mcp"

@@ -217,7 +217,10 @@ func (m *Manager) withAgentOn(ctx context.Context, r *persist.Box, fn func(*clie
 // callError classifies an error from an agent call.
 func (m *Manager) callError(ctx context.Context, id string, c *client.Client, err error) error {
 	var werr *wire.Error
+	var classified *Error
 	switch {
+	case errors.As(err, &classified) && !errors.Is(err, errNoAnswer):
+		return err // the call said what it was
 	case errors.As(err, &werr):
 		if werr.Code == wire.CodeNotFound {
 			err = fmt.Errorf("%w: %w", ErrNotInBox, err)

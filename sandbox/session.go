@@ -11,17 +11,15 @@ import (
 	"github.com/boxlite-ai/boxlite-mcp/guestagent/wire"
 )
 
-// Host-side deadlines of a session call. The agent sends a heartbeat
-// every wire.SessionHeartbeat while a call runs, so a box silent for
-// sessionSilence is frozen or gone, whatever the call's own timeout; and a
-// call never lasts longer than its timeout plus sessionGrace (the
-// interpreter may have to start first, slowly under emulation, and an
-// interrupt that does not take gets a grace before the agent kills the
-// interpreter).
-const (
-	sessionSilence = 6 * wire.SessionHeartbeat
-	sessionGrace   = 3 * time.Minute
-)
+// sessionSilence is the host-side bound on a session call's silence. The
+// agent sends a heartbeat every wire.SessionHeartbeat while a call runs or
+// waits for its turn, so a box silent this long is frozen or gone, whatever
+// the call's own timeout. A call never lasts longer than its timeout plus
+// Config.SessionGrace (the interpreter may have to start first, slowly
+// under emulation; an interrupt that does not take gets a grace before
+// the agent kills the interpreter; the call may wait behind the session's
+// earlier ones).
+const sessionSilence = 6 * wire.SessionHeartbeat
 
 // RunSession runs code in an interpreter session of the box (starting the
 // box if it is stopped). The session lives in the box's agent: it keeps
@@ -48,9 +46,9 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 			agentVersion = c.Hello().AgentVersion
 			return errTooOld
 		}
-		limit := callTimeout + sessionGrace
+		limit := callTimeout + m.cfg.SessionGrace
 		if req.TimeoutMs > 0 {
-			limit = time.Duration(req.TimeoutMs)*time.Millisecond + sessionGrace
+			limit = time.Duration(req.TimeoutMs)*time.Millisecond + m.cfg.SessionGrace
 		}
 		cctx, cancel := context.WithTimeoutCause(ctx, limit, errNoAnswer)
 		defer cancel()
@@ -64,6 +62,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 		}
 		done := make(chan struct{})
 		defer close(done)
+		var silent atomic.Bool
 		go func() {
 			t := time.NewTicker(time.Second)
 			defer t.Stop()
@@ -73,6 +72,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 					return
 				case <-t.C:
 					if time.Since(time.Unix(0, last.Load())) > sessionSilence {
+						silent.Store(true)
 						cancel()
 						return
 					}
@@ -84,6 +84,17 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 		wreq.StartCwd, wreq.StartEnv, wreq.StartUID, wreq.StartGID = startCwd, startEnv, uid, gid
 		res, err = c.RunSession(cctx, wreq, code, cio)
 		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+			// The host's limit ended the call. An agent that answered the
+			// cancel is alive: the call waited behind the session's
+			// earlier calls the whole time (a call that ran would have
+			// been interrupted at its own timeout and answered with a
+			// result). Only silence means the box is lost and its
+			// connection (every call on it) must go.
+			var werr *wire.Error
+			if !silent.Load() && errors.As(err, &werr) {
+				return Errorf(ErrDeadlineExceeded, "session %q is still busy with an earlier call: this call waited for its turn longer than its time limit plus %s, and did not run; wait for that call to end, or use another session",
+					req.Name, m.cfg.SessionGrace)
+			}
 			return errNoAnswer
 		}
 		return err

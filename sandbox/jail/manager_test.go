@@ -25,12 +25,22 @@ import (
 // server is one "server process": a store and a manager with the jail engine.
 func server(t testing.TB, home string) *sandbox.Manager {
 	t.Helper()
+	return serverWith(t, home, nil)
+}
+
+// serverWith is server with set changing the manager's config first.
+func serverWith(t testing.TB, home string, set func(*sandbox.Config)) *sandbox.Manager {
+	t.Helper()
 	st, err := persist.Open(context.Background(), filepath.Join(home, "boxlite.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := sandbox.New(sandbox.Config{Home: home, Store: st, Engines: []sandbox.Engine{newEngine(t, home)},
-		Logger: slog.New(slog.NewTextHandler(tw{t}, nil))})
+	cfg := sandbox.Config{Home: home, Store: st, Engines: []sandbox.Engine{newEngine(t, home)},
+		Logger: slog.New(slog.NewTextHandler(tw{t}, nil))}
+	if set != nil {
+		set(&cfg)
+	}
+	m, err := sandbox.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

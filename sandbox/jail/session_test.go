@@ -3,10 +3,12 @@ package jail_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/boxlite-ai/boxlite-mcp/internal/testenv"
 	"github.com/boxlite-ai/boxlite-mcp/sandbox"
@@ -144,4 +146,78 @@ func TestJailSessions(t *testing.T) {
 		t.Fatalf("after a server restart: %+v %q", o.res, o.result)
 	}
 	destroyAll(t, m2)
+}
+
+// A call that waits behind the session's long earlier call until the host's
+// limit for it runs out ends alone, with a clear error: the box answered,
+// so its connection stays, and the earlier call and the box's other calls
+// go on. (The host used to take the agent's answer to its cancel for a
+// frozen box and close the connection, failing every call on the box.)
+func TestSessionQueuedCallOutlivesItsLimit(t *testing.T) {
+	testenv.RequireRoot(t)
+	home := testenv.Home(t)
+	ctx := context.Background()
+	m := serverWith(t, home, func(c *sandbox.Config) { c.SessionGrace = time.Second })
+	destroyAll(t, m)
+	b, err := m.Create(ctx, "t", sandbox.CreateRequest{Name: "queue", MemoryMiB: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionIn(t, m, b.ID, sandbox.SessionRequest{}, "import time") // the interpreter is up
+
+	started := make(chan struct{})
+	type ended struct {
+		res    *sandbox.SessionResult
+		stdout string
+		err    error
+	}
+	long := make(chan ended, 1)
+	go func() {
+		w := &signalWriter{want: "started", seen: started}
+		res, _, err := m.RunSession(ctx, "t", b.ID, sandbox.SessionRequest{Name: "default", Language: sandbox.LangPython, TimeoutMs: 60_000},
+			"print('started', flush=True)\ntime.sleep(6)\nprint('finished')", sandbox.SessionIO{Stdout: w})
+		long <- ended{res, w.String(), err}
+	}()
+	select {
+	case <-started:
+	case e := <-long:
+		t.Fatalf("the long call ended first: %+v %v", e.res, e.err)
+	}
+	_, _, err = m.RunSession(ctx, "t", b.ID, sandbox.SessionRequest{Name: "default", Language: sandbox.LangPython, TimeoutMs: 500}, "1", sandbox.SessionIO{})
+	if !errors.Is(err, sandbox.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "still busy with an earlier call") {
+		t.Fatalf("queued call: %v, want the session-busy deadline error", err)
+	}
+	// The box's other calls work meanwhile.
+	if o := shIn(t, m, b.ID, "echo other"); o.stdout != "other\n" {
+		t.Fatalf("exec beside the queued call: %+v", o)
+	}
+	e := <-long
+	if e.err != nil || e.res.ExitCode != 0 || e.stdout != "started\nfinished\n" {
+		t.Fatalf("the long call: %+v %q %v", e.res, e.stdout, e.err)
+	}
+}
+
+// signalWriter collects output and closes seen once it contains want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
