@@ -130,11 +130,19 @@ func sortedKeys(m map[string]string) []string {
 	return keys
 }
 
-// outputList collects a call's rich outputs (the client bounds each).
+// outputList collects a call's rich outputs (the client bounds each). It
+// keeps the bytes only of what a result can carry: images up to
+// sandbox.MaxImages whose base64 fits dataBudget together, text outputs
+// within dataBudget together; of the rest it keeps the header (listed as
+// dropped). So a call holds O(dataBudget) on the server however much the
+// box sends (256 outputs of 4 MiB each would be 1 GiB).
 type outputList struct {
 	mu     sync.Mutex
-	items  []sandbox.Output
-	data   [][]byte
+	items  []sandbox.Output // Size: the output's bytes
+	data   [][]byte         // nil: not kept
+	images int              // images kept
+	b64    int              // their base64 bytes
+	text   int              // text bytes kept
 	result *string
 }
 
@@ -148,6 +156,23 @@ func (l *outputList) add(h sandbox.Output, data []byte) {
 	}
 	if len(l.items) >= sandbox.MaxOutputs {
 		return
+	}
+	h.Size = int64(len(data))
+	if data == nil {
+		data = []byte{} // nil below means not kept
+	}
+	switch {
+	case sandbox.IsImage(h.Mime):
+		if n := base64.StdEncoding.EncodedLen(len(data)); l.images < sandbox.MaxImages && l.b64+n <= dataBudget {
+			l.images++
+			l.b64 += n
+		} else {
+			data = nil
+		}
+	case isTextMime(h.Mime) && l.text+len(data) <= dataBudget:
+		l.text += len(data)
+	default:
+		data = nil
 	}
 	l.items = append(l.items, h)
 	l.data = append(l.data, data)
@@ -205,13 +230,14 @@ func sessionResult(res *sandbox.SessionResult, name, lang string, stdout, stderr
 	imageLeft := dataBudget - max(used, textShare)
 	for i, h := range outs.items {
 		data := outs.data[i]
-		o := OutputOut{Mime: h.Mime, Bytes: int64(len(data))}
+		o := OutputOut{Mime: h.Mime, Bytes: h.Size}
 		switch {
+		case data == nil:
+			o.Dropped = true // over what a result can carry, or a binary type
 		case sandbox.IsImage(h.Mime):
-			b64 := base64.StdEncoding.EncodeToString(data)
-			if len(images) < sandbox.MaxImages && len(b64) <= imageLeft {
-				imageLeft -= len(b64)
-				images = append(images, mcp.NewImageContent(b64, h.Mime))
+			if n := base64.StdEncoding.EncodedLen(len(data)); len(images) < sandbox.MaxImages && n <= imageLeft {
+				imageLeft -= n
+				images = append(images, mcp.NewImageContent(base64.StdEncoding.EncodeToString(data), h.Mime))
 				o.Image = len(images)
 			} else {
 				o.Dropped = true

@@ -5,10 +5,13 @@ import (
 	"encoding/base64"
 	"image/png"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // Sessions through the real MCP server, on the fake engine, whose agent
@@ -170,5 +173,45 @@ func TestRunCodeJavaScriptSession(t *testing.T) {
 	out := js("inc(n) + 1")
 	if out.Result == nil || *out.Result != "42" || out.Session.Language != "javascript" {
 		t.Fatalf("%+v", out)
+	}
+}
+
+// TestOutputListHoldsOnlyWhatFits: a box that sends the most outputs the
+// wire allows, each of the largest size, costs the server about one
+// result's worth of memory, not all of it (64 images of 4 MiB: 256 MiB
+// held and 340 MiB of base64 made before). The result still carries the
+// images that fit and lists the rest as dropped.
+func TestOutputListHoldsOnlyWhatFits(t *testing.T) {
+	img := make([]byte, sandbox.MaxImageBytes)
+	copy(img, "\x89PNG")
+	html := bytes.Repeat([]byte("x"), sandbox.MaxImageBytes)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	var l outputList
+	for i := 0; i < 64; i++ {
+		l.add(sandbox.Output{Kind: sandbox.OutputDisplay, Mime: "image/png"}, bytes.Clone(img))
+		l.add(sandbox.Output{Kind: sandbox.OutputDisplay, Mime: "text/html"}, bytes.Clone(html))
+	}
+	small := bytes.Clone(img[:100<<10])
+	l.add(sandbox.Output{Kind: sandbox.OutputDisplay, Mime: "image/png"}, small)
+	runtime.GC()
+	held := 0
+	for _, d := range l.data {
+		held += len(d)
+	}
+	r := sessionResult(&sandbox.SessionResult{}, "default", "python", &outBuffer{}, &outBuffer{}, &l, 60)
+	runtime.ReadMemStats(&after)
+	// The test's own 128 copies are 512 MiB of allocations; what the
+	// list and the result add must stay near dataBudget.
+	if held > 2*dataBudget {
+		t.Errorf("the list holds %d bytes of output data, want at most %d", held, 2*dataBudget)
+	}
+	if extra := int64(after.TotalAlloc-before.TotalAlloc) - 129*int64(len(img)); extra > 8*dataBudget {
+		t.Errorf("building the result allocated %d bytes beyond the outputs themselves", extra)
+	}
+	out := runOut(t, r)
+	if len(out.Outputs) != 129 || len(imagesOf(r)) != 1 || out.Outputs[128].Image != 1 || !out.Outputs[0].Dropped || out.Outputs[0].Bytes != int64(len(img)) || !out.Truncated {
+		t.Fatalf("outputs %d images %d last %+v first %+v", len(out.Outputs), len(imagesOf(r)), out.Outputs[128], out.Outputs[0])
 	}
 }
