@@ -155,13 +155,17 @@ func (d *driverInterp) forward(stderr bool, p []byte) {
 		i = 1
 	}
 	d.mu.Lock()
-	pass, marks := d.scan[i].feed(p)
+	pass, mark := d.scan[i].feed(p)
 	j := d.job
 	d.mu.Unlock()
 	if j != nil {
 		j.out.stream(stderr, pass)
 	}
-	if marks {
+	if mark > 0 {
+		// Only now, with what came before it passed on, may the job end.
+		d.mu.Lock()
+		d.scan[i].last = max(d.scan[i].last, mark)
+		d.mu.Unlock()
 		select {
 		case d.synced <- struct{}{}:
 		default:
@@ -346,13 +350,14 @@ var syncMarkRE = regexp.MustCompile(`\x00boxlite-sync [0-9]+\x00`)
 // syncScan takes the sync markers out of one of a driver's own streams.
 type syncScan struct {
 	held []byte // the stream's tail that may begin a marker
-	last int    // the id of the last marker seen
+	last int    // the id of the last marker whose preceding bytes were passed on
 }
 
-// feed returns what of b (after what was held) to pass on, and whether a
-// marker passed. Bytes that may begin a marker are held until the rest
-// shows whether they do.
-func (s *syncScan) feed(b []byte) (pass []byte, marked bool) {
+// feed returns what of b (after what was held) to pass on, and the
+// highest id of the markers in it (0: none); the caller records it in
+// last once it passed the bytes on. Bytes that may begin a marker are held
+// until the rest shows whether they do.
+func (s *syncScan) feed(b []byte) (pass []byte, mark int) {
 	data := b
 	if len(s.held) > 0 {
 		data = append(s.held, b...)
@@ -361,7 +366,7 @@ func (s *syncScan) feed(b []byte) (pass []byte, marked bool) {
 	for len(data) > 0 {
 		i := bytes.IndexByte(data, 0)
 		if i < 0 {
-			return append(pass, data...), marked
+			return append(pass, data...), mark
 		}
 		pass = append(pass, data[:i]...)
 		rest := data[i:]
@@ -373,7 +378,7 @@ func (s *syncScan) feed(b []byte) (pass []byte, marked bool) {
 		}
 		if n < len(syncPrefix) {
 			s.held = append([]byte(nil), rest...)
-			return pass, marked
+			return pass, mark
 		}
 		end := bytes.IndexByte(rest[len(syncPrefix):], 0)
 		if end < 0 {
@@ -383,7 +388,7 @@ func (s *syncScan) feed(b []byte) (pass []byte, marked bool) {
 				continue
 			}
 			s.held = append([]byte(nil), rest...)
-			return pass, marked
+			return pass, mark
 		}
 		id, err := strconv.Atoi(string(rest[len(syncPrefix) : len(syncPrefix)+end]))
 		if err != nil || id <= 0 {
@@ -391,8 +396,8 @@ func (s *syncScan) feed(b []byte) (pass []byte, marked bool) {
 			data = rest[1:]
 			continue
 		}
-		s.last, marked = max(s.last, id), true
+		mark = max(mark, id)
 		data = rest[len(syncPrefix)+end+1:]
 	}
-	return pass, marked
+	return pass, mark
 }

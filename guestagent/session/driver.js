@@ -34,6 +34,17 @@ for (const name of ['acorn', 'internal/deps/acorn/acorn/dist/acorn', '/usr/share
 
 const ctl = new net.Socket({ fd: 3, readable: true, writable: true });
 const send = (m) => ctl.write(JSON.stringify(m) + '\n');
+
+// Every message is one line the agent reads up to 10 MiB: stream bytes go
+// in pieces of MAX_PIECE, a display of more than MAX_REPR bytes is dropped
+// and reported, and texts are cut (a UTF-16 unit encodes to at most 6
+// bytes of JSON).
+const MAX_PIECE = 1 << 20;
+const MAX_REPR = 6 << 20;
+const clip = (s, n) => (s.length <= n ? s : s.slice(0, n) + '\n... (cut at ' + n + ' characters)');
+const MAX_VALUE = 256 << 10; // characters: what a result shows at most
+const MAX_ERROR = 16 << 10;
+const MAX_STACK = 64 << 10;
 ctl.on('error', () => process.exit(0));
 ctl.on('end', () => process.exit(0));
 
@@ -43,7 +54,7 @@ for (const [stream, name] of [[process.stdout, 'stdout'], [process.stderr, 'stde
   stream.write = function (chunk, encoding, cb) {
     if (typeof encoding === 'function') { cb = encoding; encoding = undefined; }
     const b = typeof chunk === 'string' ? Buffer.from(chunk, encoding || 'utf8') : Buffer.from(chunk);
-    if (b.length > 0) send({ t: 'out', n: name, b: b.toString('base64') });
+    for (let i = 0; i < b.length; i += MAX_PIECE) send({ t: 'out', n: name, b: b.subarray(i, i + MAX_PIECE).toString('base64') });
     if (typeof cb === 'function') process.nextTick(cb);
     return true;
   };
@@ -67,6 +78,11 @@ globalThis.display = function display(value, mime) {
   } else {
     b = Buffer.from(util.inspect(value), 'utf8');
     mime = 'text/plain';
+  }
+  mime = clip(String(mime), 255);
+  if (b.length > MAX_REPR) {
+    send({ t: 'dropped', mime, size: b.length });
+    return;
   }
   send({ t: 'display', mime, b: b.toString('base64') });
 };
@@ -113,10 +129,17 @@ function interrupted() {
 
 function errorInfo(e) {
   if (e && e.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') e = interrupted();
-  if (e instanceof Error || (e && typeof e === 'object' && 'message' in e && 'stack' in e)) {
-    return { name: String(e.name || 'Error'), message: String(e.message), stack: String(e.stack || '') };
+  let info;
+  try {
+    if (e instanceof Error || (e && typeof e === 'object' && 'message' in e && 'stack' in e)) {
+      info = { name: String(e.name || 'Error'), message: String(e.message), stack: String(e.stack || '') };
+    } else {
+      info = { name: 'Uncaught', message: util.inspect(e), stack: '' };
+    }
+  } catch (err) {
+    info = { name: 'Uncaught', message: '<the thrown value cannot be shown>', stack: '' };
   }
-  return { name: 'Uncaught', message: util.inspect(e), stack: '' };
+  return { name: clip(info.name, 1024), message: clip(info.message, MAX_ERROR), stack: clip(info.stack, MAX_STACK) };
 }
 
 // The agent's pipes: markers go only there (never into a file the code put
@@ -167,7 +190,8 @@ async function runJob(job) {
   }
   let text = null;
   if (!error && hasValue && value !== undefined) {
-    try { text = util.inspect(value, { colors: false }); } catch (e) { text = String(value); }
+    try { text = util.inspect(value, { colors: false }); } catch (e) { try { text = String(value); } catch (e2) { text = '<the value cannot be shown>'; } }
+    text = clip(text, MAX_VALUE);
   }
   send({ t: 'done', id: job.id, sync: syncMarks(job.id), value: text, error });
 }

@@ -60,6 +60,8 @@ PIPES = {1: _ident(1), 2: _ident(2)}
 MAX_TEXT = 256 << 10
 MAX_REPR = 6 << 20
 MAX_BUNDLE = 8 << 20
+MAX_ERROR = 16 << 10  # characters of an error's message the agent keeps
+MAX_STACK = 64 << 10  # and of its traceback
 
 ctl = socket.socket(fileno=3)
 ctl.set_inheritable(False)
@@ -85,10 +87,36 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+def _finite(v, depth=0):
+    """v with NaN and the infinities as null (as JSON.stringify writes
+    them): Go's JSON, like the standard, has no NaN."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return None
+    if depth > 100:
+        return v
+    if isinstance(v, dict):
+        return {k: _finite(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x, depth + 1) for x in v]
+    return v
+
+
+def dumps(v):
+    try:
+        return json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(v), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def clip(s, n):
+    """s cut to n characters, saying so."""
+    return s if len(s) <= n else s[:n] + "\n... (cut at %d characters)" % n
+
+
 def send(msg):
     if os.getpid() != PID:
         return  # a forked child (multiprocessing): not ours to speak for
-    data = (json.dumps(msg, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8", "surrogatepass")
+    data = (dumps(msg) + "\n").encode("utf-8", "surrogatepass")
     main = threading.current_thread() is _main
     if main:
         state.sending += 1
@@ -218,23 +246,38 @@ def encode_bundle(data):
     total = 0
     items = sorted((data or {}).items(), key=lambda kv: kv[0] != "text/plain")
     for mime, v in items:
+        mime = str(mime)
         if isinstance(v, (bytes, bytearray, memoryview)):
             v = base64.b64encode(bytes(v)).decode("ascii")
             size = len(v)
         elif isinstance(v, str):
-            size = len(v) if len(v) * 6 <= MAX_REPR else len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            # Encoded, a character takes up to 6 bytes (an escape).
+            size = len(v) * 6 if len(v) <= 4096 else len(dumps(v).encode("utf-8", "surrogatepass"))
         else:
             try:
-                size = len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-            except (TypeError, ValueError):
+                enc = dumps(v)
+                v = _finite(v)
+            except (TypeError, ValueError, RecursionError):
                 v = str(v)
-                size = len(json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+                enc = dumps(v)
+            size = len(enc.encode("utf-8", "surrogatepass"))
+        size += len(dumps(mime).encode("utf-8", "surrogatepass")) + 2
         if size > MAX_REPR or total + size > MAX_BUNDLE:
-            send({"t": "dropped", "mime": mime, "size": size})
+            send({"t": "dropped", "mime": clip(mime, 255), "size": size})
             continue
         total += size
         out[mime] = v
     return out
+
+
+def error_info(name, evalue, stack):
+    """An error as the agent takes it, each text cut to what it keeps (the
+    whole message must fit one line the agent reads)."""
+    try:
+        message = str(evalue)
+    except Exception:
+        message = "<exception str() failed>"
+    return {"name": clip(str(name), 1024), "message": clip(message, MAX_ERROR), "stack": clip(str(stack), MAX_STACK)}
 
 
 def main():
@@ -287,11 +330,7 @@ def main():
 
         def _showtraceback(self, etype, evalue, stb):
             flush_streams()
-            self.error = {
-                "name": str(getattr(etype, "__name__", etype)),
-                "message": str(evalue),
-                "stack": "\n".join(stb) if isinstance(stb, list) else str(stb),
-            }
+            self.error = error_info(str(getattr(etype, "__name__", etype)), evalue, "\n".join(stb) if isinstance(stb, list) else stb)
 
     def no_input(prompt=""):
         raise StdinNotImplementedError("raw_input was called, but this frontend does not support input requests.")
@@ -324,7 +363,7 @@ def main():
             if job.get("env"):
                 os.environ.update(job["env"])
         except Exception as e:
-            shell.error = {"name": type(e).__name__, "message": str(e), "stack": ""}
+            shell.error = error_info(type(e).__name__, e, "")
         else:
             try:
                 state.executing = True

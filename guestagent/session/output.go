@@ -68,8 +68,8 @@ func (o *output) rich(kind, mime string, data []byte) {
 		o.truncated = true
 	}
 	switch {
-	case o.outputs >= wire.MaxOutputs:
-		drop()
+	case o.outputs >= wire.MaxOutputs || !wire.ValidMime(mime):
+		drop() // a mime type the wire cannot carry would end the call
 		return
 	case wire.IsImage(mime):
 		if o.images >= wire.MaxImages || len(data) > wire.MaxImageBytes {

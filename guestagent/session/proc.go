@@ -111,26 +111,42 @@ func (p *process) wait(m *Manager) {
 	close(p.done)
 }
 
-// signal sends sig to the process's group.
+// signal sends sig to the process's group, and to the process itself
+// when it left the group (code can call setpgid): a signal to its old
+// group would miss it.
 func (p *process) signal(sig syscall.Signal) {
 	select {
 	case <-p.done:
 	default:
 		syscall.Kill(-p.pid, sig)
+		if pgid, err := syscall.Getpgid(p.pid); err == nil && pgid != p.pid {
+			syscall.Kill(p.pid, sig)
+		}
 	}
 }
 
-// kill SIGKILLs the process group, recording why, and waits for the exit.
+// killWait bounds how long kill waits for the process to end (one stuck in
+// the kernel may not, at once).
+const killWait = 10 * time.Second
+
+// kill SIGKILLs the process group and the process, recording why, and
+// waits (up to killWait) for the exit.
 func (p *process) kill(why string) {
 	p.mu.Lock()
 	if p.killedBy == "" {
 		p.killedBy = why
 	}
 	p.mu.Unlock()
-	p.signal(syscall.SIGKILL)
 	select {
 	case <-p.done:
-	case <-time.After(10 * time.Second):
+		return
+	default:
+	}
+	syscall.Kill(-p.pid, syscall.SIGKILL)
+	syscall.Kill(p.pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(killWait):
 	}
 }
 

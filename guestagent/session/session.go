@@ -249,12 +249,22 @@ func (m *Manager) acquire(k key) (*session, *wire.Error) {
 	return s, nil
 }
 
+// release counts a caller of acquire out. A session left with no caller
+// that never had an interpreter (its start failed: a bad cwd, say) holds
+// nothing and goes, so it takes no room from sessions that have state.
+// (No caller holds turn when waiting is 0, so it and reason are stable.)
 func (m *Manager) release(s *session) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	s.waiting--
 	s.lastUsed = time.Now()
-	m.mu.Unlock()
+	if s.waiting == 0 && s.it == nil && s.reason == ReasonFirstUse && m.sessions[s.key] == s {
+		delete(m.sessions, s.key)
+	}
 }
+
+// maxEvicted bounds the reasons kept for evicted sessions' next calls.
+const maxEvicted = 256
 
 // evictLocked shuts the least recently used idle session down. m.mu must be held.
 func (m *Manager) evictLocked() bool {
@@ -270,7 +280,19 @@ func (m *Manager) evictLocked() bool {
 	sort.Slice(idle, func(i, j int) bool { return idle[i].lastUsed.Before(idle[j].lastUsed) })
 	s := idle[0]
 	delete(m.sessions, s.key)
-	m.evicted[s.key] = fmt.Sprintf("evicted: the session was idle the longest when a new one needed room (at most %d sessions per box), so its state was lost", m.cfg.MaxSessions)
+	why := fmt.Sprintf("evicted: the session was idle the longest when a new one needed room (at most %d sessions per box), so its state was lost", m.cfg.MaxSessions)
+	if s.it == nil {
+		why = s.reason // it had no state to lose; its next call hears why it has none
+	}
+	if why != ReasonFirstUse {
+		for k := range m.evicted {
+			if len(m.evicted) < maxEvicted {
+				break
+			}
+			delete(m.evicted, k) // any: Go's map order is random
+		}
+		m.evicted[s.key] = why
+	}
 	// No call holds or waits for s (waiting is 0 under m.mu, and it is no
 	// longer in the map), so its interpreter is ours to kill.
 	if s.it != nil {
@@ -382,7 +404,7 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		defer t.Stop()
 		timeout = t.C
 	}
-	interrupted := false
+	interrupted, killed := false, false
 	select {
 	case <-p.done:
 	case <-timeout:
@@ -398,11 +420,31 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		case <-grace.C:
 			m.log.Warn("interrupt did not take; killing the interpreter", "session", s.key.String())
 			s.it.kill(ReasonInterruptFailed)
-			<-p.done
+			killed = true
+			select {
+			case <-p.done:
+			case <-s.it.exited():
+				<-p.done // closes at once after the exit
+			case <-time.After(killWait):
+				// Unkillable for now (stuck in the kernel): the session
+				// leaves it behind and starts a new one next time.
+				m.log.Error("interpreter did not end when killed; abandoning it", "session", s.key.String())
+				res.ExitCode, res.Ended = -1, "the interpreter did not end when killed after its interrupt failed; it was abandoned"
+				res.Error = &wire.SessionError{Name: "InterpreterDied", Message: res.Ended + "; the next call starts a new one"}
+				s.reason, s.it = res.Ended, nil
+				res.DurationMs = time.Since(start).Milliseconds()
+				return res, nil
+			}
 		}
 		grace.Stop()
 	}
 	o := p.outcome
+	if killed {
+		// Killed at the grace's end even if the code ended just then (its
+		// markers still on the way): the state is gone, so this call says
+		// so, not the next one.
+		o.died = true
+	}
 	res.ExecutionCount = o.count
 	res.Error = o.err
 	if o.err != nil {
@@ -427,9 +469,11 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		s.reason = d.reason
 		s.it = nil
 	}
+	out.mu.Lock() // the driver's own streams may still be writing
 	res.StdoutBytes, res.StderrBytes = out.stdoutBytes, out.stderrBytes
 	res.Truncated = out.truncated
 	res.OutputsDropped, res.ImagesDropped = out.outputsDropped, out.imagesDropped
+	out.mu.Unlock()
 	res.DurationMs = time.Since(start).Milliseconds()
 	return res, nil
 }

@@ -177,13 +177,17 @@ func (h *OutputHeader) Validate() error {
 	switch {
 	case h.Kind != OutputDisplay && h.Kind != OutputResult:
 		return fmt.Errorf("%w: output kind %q", ErrBadFrame, h.Kind)
-	case h.Mime == "" || len(h.Mime) > 255:
+	case !ValidMime(h.Mime):
 		return fmt.Errorf("%w: output mime type of %d bytes", ErrBadFrame, len(h.Mime))
 	case h.Size < 0 || h.Size > limit:
 		return fmt.Errorf("%w: %s output of %d bytes (limit %d)", ErrFrameTooLarge, h.Mime, h.Size, limit)
 	}
 	return nil
 }
+
+// ValidMime reports whether an output's mime type can go on the wire:
+// 1 to 255 bytes.
+func ValidMime(mime string) bool { return mime != "" && len(mime) <= 255 }
 
 // IsImage reports whether mime is an image returned as image content.
 func IsImage(mime string) bool { return mime == "image/png" || mime == "image/jpeg" }
