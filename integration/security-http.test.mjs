@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { newHome, startHTTP, connect, call } from "./harness.mjs";
+import { newHome, startHTTP, connect, call, text } from "./harness.mjs";
 
 const ALICE = "alice-token-0123456789abcdef";
 const BOB = "bob-token-0123456789abcdefgh";
@@ -124,6 +124,42 @@ describe("HTTP session caps", () => {
       assert.equal((await raw(server.url + "/mcp", "DELETE", ALICE, { session: first.session })).status, 200);
       assert.equal((await raw(server.url + "/mcp", "POST", ALICE, { body: initBody })).status, 200);
     } finally {
+      await server.stop();
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("tool calls in flight", () => {
+  test("an owner over --owner-max-calls is refused at once, saying so; another owner is not held up", async () => {
+    const home = newHome();
+    const server = await startHTTP(home, ["--token-file", tokenFile(), "--owner-max-calls", "1"]);
+    const alice = await connect("http", { url: server.url, token: ALICE });
+    const bob = await connect("http", { url: server.url, token: BOB });
+    try {
+      const created = await call(alice, "create_box", { name: "held" });
+      assert.ok(!created.isError, text(created));
+      const long = call(alice, "exec_command", { box: "held", command: "sleep 3; echo slept" });
+      // The long call is in flight once its box runs it; until then a
+      // refusal may be about the create's own slot: look again.
+      let over;
+      for (let i = 0; i < 50; i++) {
+        over = await call(alice, "list_boxes", {});
+        if (over.isError) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(over.isError, "alice's second call was admitted");
+      assert.match(text(over), /you have 1 running \(limit 1 per client, --owner-max-calls\)/);
+      const bobs = await call(bob, "list_boxes", {});
+      assert.ok(!bobs.isError, text(bobs));
+      const done = await long;
+      assert.ok(!done.isError && done.structuredContent.stdout === "slept\n", text(done));
+      const again = await call(alice, "list_boxes", {});
+      assert.ok(!again.isError, text(again));
+    } finally {
+      await call(alice, "destroy_box", { box: "held" }).catch(() => {});
+      await alice.close();
+      await bob.close();
       await server.stop();
       fs.rmSync(home, { recursive: true, force: true });
     }

@@ -34,14 +34,19 @@ type Config struct {
 	OutputLimit int64
 	// ProgressEvery is the interval of progress notifications (default 1 s).
 	ProgressEvery time.Duration
-	Logger        *slog.Logger
+	// MaxCalls caps the tool calls in flight on the server (default
+	// DefaultMaxCalls), OwnerMaxCalls those of one owner (default
+	// DefaultOwnerMaxCalls). A call over a cap fails at once, saying so.
+	MaxCalls, OwnerMaxCalls int
+	Logger                  *slog.Logger
 }
 
 // Server holds the tool handlers.
 type Server struct {
-	cfg Config
-	m   Manager
-	log *slog.Logger
+	cfg   Config
+	m     Manager
+	log   *slog.Logger
+	admit *admission
 }
 
 // ownerKey carries the authenticated owner in a request context.
@@ -77,7 +82,13 @@ func NewMCPServer(cfg Config) (*server.MCPServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, m: cfg.Manager, log: cfg.Logger.With("component", "tools")}
+	if cfg.MaxCalls <= 0 {
+		cfg.MaxCalls = DefaultMaxCalls
+	}
+	if cfg.OwnerMaxCalls <= 0 {
+		cfg.OwnerMaxCalls = DefaultOwnerMaxCalls
+	}
+	s := &Server{cfg: cfg, m: cfg.Manager, log: cfg.Logger.With("component", "tools"), admit: newAdmission(cfg.MaxCalls, cfg.OwnerMaxCalls)}
 	schemas, err := Schemas()
 	if err != nil {
 		return nil, err
@@ -211,6 +222,11 @@ func (s *Server) wrap(name string, schema json.RawMessage, h func(context.Contex
 		if len(missing) > 0 {
 			return mcp.NewToolResultError(fmt.Sprintf("%s is missing required argument %s", name, quoteJoin(missing))), nil
 		}
+		leave, refused := s.admit.enter(Owner(ctx))
+		if refused != "" {
+			return mcp.NewToolResultError(refused), nil
+		}
+		defer leave()
 		res, err := h(ctx, req, raw)
 		return s.bounded(name, res), err
 	}

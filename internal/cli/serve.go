@@ -30,6 +30,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		grace         = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight calls may finish on SIGTERM")
 		maxSessions   = fs.Int("max-sessions", transport.DefaultMaxSessions, "open HTTP/SSE MCP sessions allowed in total")
 		ownerSessions = fs.Int("owner-max-sessions", transport.DefaultOwnerMaxSessions, "open HTTP/SSE MCP sessions allowed per owner (token); without --token-file only --max-sessions applies")
+		maxCalls      = fs.Int("max-calls", tools.DefaultMaxCalls, "tool calls in flight allowed in total")
+		ownerCalls    = fs.Int("owner-max-calls", tools.DefaultOwnerMaxCalls, "tool calls in flight allowed per owner (token)")
 		maxMemory     = fs.Int("max-memory-mib", 0, "memory all running boxes may hold together (default: the host's RAM minus 1 GiB)")
 		maxBoxes      = fs.Int("max-boxes", 0, "most boxes on this home (0: no limit)")
 		ownerBoxes    = fs.Int("owner-max-boxes", 0, "most boxes one owner (token) may have (0: no limit)")
@@ -65,6 +67,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *maxSessions < 1 || *ownerSessions < 1 {
 		return usageError{"--max-sessions and --owner-max-sessions must be at least 1"}
+	}
+	if *maxCalls < 1 || *ownerCalls < 1 {
+		return usageError{"--max-calls and --owner-max-calls must be at least 1"}
 	}
 	if *transportName != "stdio" && tokens == nil && !transport.IsLoopback(*listen) {
 		return fmt.Errorf("refusing to listen on %s without --token-file: unauthenticated access is only allowed on loopback", *listen)
@@ -123,7 +128,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("default engine", "engine", chosen.Name(), "why", why)
 	}
 
-	srv, err := tools.NewMCPServer(tools.Config{Manager: m, Logger: log})
+	srv, err := tools.NewMCPServer(tools.Config{Manager: m, Logger: log, MaxCalls: *maxCalls, OwnerMaxCalls: *ownerCalls})
 	if err != nil {
 		return err
 	}
