@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -84,18 +85,7 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 		wreq.StartCwd, wreq.StartEnv, wreq.StartUID, wreq.StartGID = startCwd, startEnv, uid, gid
 		res, err = c.RunSession(cctx, wreq, code, cio)
 		if err != nil && ctx.Err() == nil && cctx.Err() != nil {
-			// The host's limit ended the call. An agent that answered the
-			// cancel is alive: the call waited behind the session's
-			// earlier calls the whole time (a call that ran would have
-			// been interrupted at its own timeout and answered with a
-			// result). Only silence means the box is lost and its
-			// connection (every call on it) must go.
-			var werr *wire.Error
-			if !silent.Load() && errors.As(err, &werr) {
-				return Errorf(ErrDeadlineExceeded, "session %q is still busy with an earlier call: this call waited for its turn longer than its time limit plus %s, and did not run; wait for that call to end, or use another session",
-					req.Name, m.cfg.SessionGrace)
-			}
-			return errNoAnswer
+			return m.sessionLimitHit(req, res, err, silent.Load())
 		}
 		return err
 	})
@@ -106,6 +96,31 @@ func (m *Manager) RunSession(ctx context.Context, owner, ref string, req Session
 }
 
 var errTooOld = errors.New("guest agent too old for sessions")
+
+// sessionLimitHit classifies a session call the host's limit (its timeout
+// plus SessionGrace, counted from when the host sent it) ended. A box
+// that answered the cancel is alive, and the call ends alone: its result
+// (the call waited behind the session's earlier calls, ran, and was
+// interrupted at the limit) says it timed out; an agent's error says
+// where the call was (still waiting for its turn, or its interpreter
+// still starting). Only silence means the box is lost, and its
+// connection (every call on it) must go.
+func (m *Manager) sessionLimitHit(req SessionRequest, res *wire.SessionResult, err error, silent bool) error {
+	var werr *wire.Error
+	switch {
+	case silent:
+		return errNoAnswer
+	case res != nil:
+		res.TimedOut, res.Cancelled = true, false
+		return nil
+	case errors.As(err, &werr) && strings.Contains(werr.Message, "waiting for the session's previous call"):
+		return Errorf(ErrDeadlineExceeded, "session %q is still busy with an earlier call: this call waited for its turn longer than its time limit plus %s, and did not run; wait for that call to end, or use another session",
+			req.Name, m.cfg.SessionGrace)
+	case errors.As(err, &werr):
+		return Errorf(ErrDeadlineExceeded, "the call did not finish within its time limit plus %s (%s); the box is up: call again", m.cfg.SessionGrace, werr.Message)
+	}
+	return errNoAnswer
+}
 
 // activity is a writer that notes every write (heartbeats are empty ones).
 type activity struct {

@@ -151,8 +151,10 @@ func TestJailSessions(t *testing.T) {
 // A call that waits behind the session's long earlier call until the host's
 // limit for it runs out ends alone, with a clear error: the box answered,
 // so its connection stays, and the earlier call and the box's other calls
-// go on. (The host used to take the agent's answer to its cancel for a
-// frozen box and close the connection, failing every call on the box.)
+// go on. So does one whose turn comes before its limit and which the
+// limit then interrupts: it times out and the session keeps its state.
+// (The host used to take the agent's answer to its cancel for a frozen
+// box and close the connection, failing every call on the box.)
 func TestSessionQueuedCallOutlivesItsLimit(t *testing.T) {
 	testenv.RequireRoot(t)
 	home := testenv.Home(t)
@@ -163,30 +165,35 @@ func TestSessionQueuedCallOutlivesItsLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sessionIn(t, m, b.ID, sandbox.SessionRequest{}, "import time") // the interpreter is up
-
-	started := make(chan struct{})
+	sessionIn(t, m, b.ID, sandbox.SessionRequest{}, "import time\nx = 1") // the interpreter is up
 	type ended struct {
 		res    *sandbox.SessionResult
 		stdout string
 		err    error
 	}
-	long := make(chan ended, 1)
-	go func() {
-		w := &signalWriter{want: "started", seen: started}
-		res, _, err := m.RunSession(ctx, "t", b.ID, sandbox.SessionRequest{Name: "default", Language: sandbox.LangPython, TimeoutMs: 60_000},
-			"print('started', flush=True)\ntime.sleep(6)\nprint('finished')", sandbox.SessionIO{Stdout: w})
-		long <- ended{res, w.String(), err}
-	}()
+	runAsync := func(timeoutMs int64, code string, w *signalWriter) chan ended {
+		c := make(chan ended, 1)
+		go func() {
+			res, _, err := m.RunSession(ctx, "t", b.ID, sandbox.SessionRequest{Name: "default", Language: sandbox.LangPython, TimeoutMs: timeoutMs}, code, sandbox.SessionIO{Stdout: w})
+			c <- ended{res, w.String(), err}
+		}()
+		return c
+	}
+	started := make(chan struct{})
+	long := runAsync(60_000, "print('started', flush=True)\ntime.sleep(6)\nprint('finished')", &signalWriter{want: "started", seen: started})
 	select {
 	case <-started:
 	case e := <-long:
 		t.Fatalf("the long call ended first: %+v %v", e.res, e.err)
 	}
+	// Its limit (1.5 s) ends while it waits.
 	_, _, err = m.RunSession(ctx, "t", b.ID, sandbox.SessionRequest{Name: "default", Language: sandbox.LangPython, TimeoutMs: 500}, "1", sandbox.SessionIO{})
 	if !errors.Is(err, sandbox.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "still busy with an earlier call") {
 		t.Fatalf("queued call: %v, want the session-busy deadline error", err)
 	}
+	// Its limit (6 s) ends after its turn came (about 4 s from now), before
+	// its own timeout would have interrupted it.
+	late := runAsync(5_000, "time.sleep(30)", &signalWriter{})
 	// The box's other calls work meanwhile.
 	if o := shIn(t, m, b.ID, "echo other"); o.stdout != "other\n" {
 		t.Fatalf("exec beside the queued call: %+v", o)
@@ -194,6 +201,12 @@ func TestSessionQueuedCallOutlivesItsLimit(t *testing.T) {
 	e := <-long
 	if e.err != nil || e.res.ExitCode != 0 || e.stdout != "started\nfinished\n" {
 		t.Fatalf("the long call: %+v %q %v", e.res, e.stdout, e.err)
+	}
+	if e := <-late; e.err != nil || !e.res.TimedOut || e.res.Ended != "" {
+		t.Fatalf("the call the host's limit interrupted: %+v %v", e.res, e.err)
+	}
+	if o := sessionIn(t, m, b.ID, sandbox.SessionRequest{}, "x"); o.result != "1" || o.res.Restarted {
+		t.Fatalf("the session after them: %+v %q", o.res, o.result)
 	}
 }
 
@@ -210,7 +223,7 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.buf.Write(p)
-	if strings.Contains(w.buf.String(), w.want) {
+	if w.seen != nil && strings.Contains(w.buf.String(), w.want) {
 		w.once.Do(func() { close(w.seen) })
 	}
 	return len(p), nil
