@@ -29,12 +29,14 @@ func newAdmission(max, ownerMax int) *admission {
 
 // enter counts a call of owner in, or says which cap it is over. The
 // message names only the caller's own count and the server's cap, never
-// another owner's.
-func (a *admission) enter(owner string) (leave func(), refused string) {
+// another owner's. A call that frees resources (destroy_box: an owner at
+// the cap with calls stuck in a box must be able to end them) is held to
+// the total only.
+func (a *admission) enter(owner string, frees bool) (leave func(), refused string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
-	case a.owners[owner] >= a.ownerMax:
+	case a.owners[owner] >= a.ownerMax && !frees:
 		return nil, fmt.Sprintf("too many tool calls in flight: you have %d running (limit %d per client, --owner-max-calls); wait for some to finish and call again", a.owners[owner], a.ownerMax)
 	case a.total >= a.max:
 		return nil, fmt.Sprintf("the server is at its limit of %d tool calls in flight (--max-calls); call again in a moment", a.max)

@@ -24,25 +24,33 @@ func TestCallsInFlightAreCapped(t *testing.T) {
 		<-release
 		return &sandbox.ExecResult{}, nil
 	}}
-	srv := fakeServer(t, f, Config{MaxCalls: 3, OwnerMaxCalls: 2})
+	srv := fakeServer(t, f, Config{MaxCalls: 4, OwnerMaxCalls: 2})
 	exec := func(owner string) *mcp.CallToolResult {
 		return callWith(t, WithOwner(context.Background(), owner), srv, "exec_command", map[string]any{"box": "b", "command": "true"}, nil)
 	}
-	results := make(chan *mcp.CallToolResult, 3)
-	for _, owner := range []string{"alice", "alice", "bob"} {
-		started.Add(1)
-		go func() { results <- exec(owner) }()
+	results := make(chan *mcp.CallToolResult, 4)
+	hold := func(owners ...string) {
+		for _, owner := range owners {
+			started.Add(1)
+			go func() { results <- exec(owner) }()
+		}
+		started.Wait()
 	}
-	started.Wait() // three calls in flight: alice's two, bob's one
+	hold("alice", "alice", "bob") // three calls in flight: alice's two, bob's one
 
 	if r := exec("alice"); !r.IsError || !strings.Contains(textOf(r), "you have 2 running (limit 2 per client, --owner-max-calls)") {
 		t.Fatalf("alice's third call: %+v", textOf(r))
 	}
-	if r := exec("carol"); !r.IsError || !strings.Contains(textOf(r), "limit of 3 tool calls in flight (--max-calls)") || strings.Contains(textOf(r), "alice") {
-		t.Fatalf("carol's call over the server's cap: %+v", textOf(r))
+	// destroy_box, which ends the calls in a box, is held to the total only.
+	if r := callWith(t, WithOwner(context.Background(), "alice"), srv, "destroy_box", map[string]any{"box": "b"}, nil); r.IsError {
+		t.Fatalf("alice's destroy_box at her cap: %s", textOf(r))
+	}
+	hold("carol") // the server's four
+	if r := exec("dave"); !r.IsError || !strings.Contains(textOf(r), "limit of 4 tool calls in flight (--max-calls)") || strings.Contains(textOf(r), "alice") {
+		t.Fatalf("dave's call over the server's cap: %+v", textOf(r))
 	}
 	close(release)
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		if r := <-results; r.IsError {
 			t.Fatalf("an admitted call failed: %s", textOf(r))
 		}

@@ -30,6 +30,8 @@ const (
 	// imagesFirst is the share of dataBudget left to text when there are
 	// images to attach: images get the rest.
 	textShareWithImages = dataBudget / 3
+	// imageBudget is the most of dataBudget a result gives its images.
+	imageBudget = dataBudget - textShareWithImages
 )
 
 // runCodeTool is run_code: a session for python and javascript unless
@@ -132,9 +134,11 @@ func sortedKeys(m map[string]string) []string {
 
 // outputList collects a call's rich outputs (the client bounds each). It
 // keeps the bytes only of what a result can carry: images up to
-// sandbox.MaxImages whose base64 fits dataBudget together, text outputs
-// within dataBudget together; of the rest it keeps the header (listed as
-// dropped). So a call holds O(dataBudget) on the server however much the
+// sandbox.MaxImages whose base64 fits imageBudget together (the most a
+// result gives images), text outputs within dataBudget together; of the
+// rest it keeps the header (listed as dropped). An output too large for
+// what is left is skipped and the next ones still tried, as the result
+// does. So a call holds O(dataBudget) on the server however much the
 // box sends (256 outputs of 4 MiB each would be 1 GiB).
 type outputList struct {
 	mu     sync.Mutex
@@ -163,7 +167,7 @@ func (l *outputList) add(h sandbox.Output, data []byte) {
 	}
 	switch {
 	case sandbox.IsImage(h.Mime):
-		if n := base64.StdEncoding.EncodedLen(len(data)); l.images < sandbox.MaxImages && l.b64+n <= dataBudget {
+		if n := base64.StdEncoding.EncodedLen(len(data)); l.images < sandbox.MaxImages && l.b64+n <= imageBudget {
 			l.images++
 			l.b64 += n
 		} else {

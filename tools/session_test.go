@@ -215,3 +215,18 @@ func TestOutputListHoldsOnlyWhatFits(t *testing.T) {
 		t.Fatalf("outputs %d images %d last %+v first %+v", len(out.Outputs), len(imagesOf(r)), out.Outputs[128], out.Outputs[0])
 	}
 }
+
+// An image too large for a result's image share does not use the share
+// up: a smaller one after it is still attached, as before outputs were
+// held back on arrival.
+func TestOutputListSkipsWhatCannotFit(t *testing.T) {
+	png := func(n int) []byte { b := make([]byte, n); copy(b, "\x89PNG"); return b }
+	var l outputList
+	l.add(sandbox.Output{Kind: sandbox.OutputDisplay, Mime: "image/png"}, png(2300<<10)) // its base64 fits dataBudget, not the image share
+	l.add(sandbox.Output{Kind: sandbox.OutputDisplay, Mime: "image/png"}, png(150<<10))
+	r := sessionResult(&sandbox.SessionResult{}, "default", "python", &outBuffer{}, &outBuffer{}, &l, 60)
+	out := runOut(t, r)
+	if len(imagesOf(r)) != 1 || !out.Outputs[0].Dropped || out.Outputs[1].Image != 1 {
+		t.Fatalf("images %d, outputs %+v", len(imagesOf(r)), out.Outputs)
+	}
+}

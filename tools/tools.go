@@ -222,7 +222,7 @@ func (s *Server) wrap(name string, schema json.RawMessage, h func(context.Contex
 		if len(missing) > 0 {
 			return mcp.NewToolResultError(fmt.Sprintf("%s is missing required argument %s", name, quoteJoin(missing))), nil
 		}
-		leave, refused := s.admit.enter(Owner(ctx))
+		leave, refused := s.admit.enter(Owner(ctx), name == "destroy_box")
 		if refused != "" {
 			return mcp.NewToolResultError(refused), nil
 		}

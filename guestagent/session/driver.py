@@ -247,12 +247,14 @@ def encode_bundle(data):
     items = sorted((data or {}).items(), key=lambda kv: kv[0] != "text/plain")
     for mime, v in items:
         mime = str(mime)
+        # size: the bytes the entry adds to the line, "mime":value, exactly
+        # or (short strings) at most.
         if isinstance(v, (bytes, bytearray, memoryview)):
             v = base64.b64encode(bytes(v)).decode("ascii")
-            size = len(v)
+            size = len(v) + 2
         elif isinstance(v, str):
             # Encoded, a character takes up to 6 bytes (an escape).
-            size = len(v) * 6 if len(v) <= 4096 else len(dumps(v).encode("utf-8", "surrogatepass"))
+            size = len(v) * 6 + 2 if len(v) <= 4096 else len(dumps(v).encode("utf-8", "surrogatepass"))
         else:
             try:
                 enc = dumps(v)
@@ -261,7 +263,7 @@ def encode_bundle(data):
                 v = str(v)
                 enc = dumps(v)
             size = len(enc.encode("utf-8", "surrogatepass"))
-        size += len(dumps(mime).encode("utf-8", "surrogatepass")) + 2
+        size += len(dumps(mime).encode("utf-8", "surrogatepass")) + 2  # the colon, the comma
         if size > MAX_REPR or total + size > MAX_BUNDLE:
             send({"t": "dropped", "mime": clip(mime, 255), "size": size})
             continue

@@ -18,11 +18,19 @@ import (
 func TestDriverMessagesStayReadable(t *testing.T) {
 	for _, tc := range []struct {
 		name, lang, code string
-		dropped          int
+		dropped          int // -1: some
 	}{
 		{"python bundle of control characters", wire.LangPython,
 			"from IPython.display import publish_display_data\npublish_display_data({'text/plain': '\\x01' * (1 << 20), 'text/html': '\\x01' * (1 << 20)})", 2}, // each 6 MiB encoded
 		{"python huge exception", wire.LangPython, "raise ValueError('x' * (6 << 20))", 0},
+		// 1.2 million keys of at most 3 bytes with empty values: what a
+		// bundle entry adds beyond its key and value (quotes, colon, comma)
+		// must count.
+		{"python a million tiny representations", wire.LangPython, `from IPython.display import publish_display_data
+A = [chr(c) for c in range(33, 127) if c not in (34, 92)]
+B = [chr(c) for c in range(0x80, 0x800)]
+C = [chr(c) for c in range(0x800, 0x10000) if not 0xd800 <= c < 0xe000]
+publish_display_data({k: b'' for k in [a + b + c for a in A for b in A for c in A] + [a + b for a in A for b in B] + [b + a for a in A for b in B] + C})`, -1},
 		{"python NaN in JSON", wire.LangPython, "from IPython.display import JSON, display\ndisplay(JSON({'a': float('nan'), 'b': [float('inf')]}))", 0},
 		{"python empty mime", wire.LangPython, "from IPython.display import publish_display_data\npublish_display_data({'': 'x'})", 1},
 		{"python long mime", wire.LangPython, "from IPython.display import publish_display_data\npublish_display_data({'a' * 300: 'x'})", 1},
@@ -42,7 +50,7 @@ func TestDriverMessagesStayReadable(t *testing.T) {
 			m := newManager(t, Config{})
 			run(t, m, call{lang: tc.lang, code: "x = 1"}) // a global in both languages
 			res, s := run(t, m, call{lang: tc.lang, code: tc.code})
-			if res.Ended != "" || res.OutputsDropped != tc.dropped {
+			if res.Ended != "" || (tc.dropped >= 0 && res.OutputsDropped != tc.dropped) || (tc.dropped < 0 && res.OutputsDropped == 0) {
 				t.Fatalf("%+v %+v: %d outputs", res, res.Error, len(s.outputs))
 			}
 			if strings.Contains(tc.name, "NaN") && (len(s.outputs) != 1 || string(s.outputs[0].data) != `{"a":null,"b":[null]}`) {
@@ -210,5 +218,50 @@ func TestSyncMarkerWaitsForTheBytesBeforeIt(t *testing.T) {
 	<-ended
 	if got := s.stdout.String(); got != "last words" {
 		t.Fatalf("stdout %q", got)
+	}
+}
+
+// stuckInterp is an interpreter no kill ends (a thread stuck in the
+// kernel): its job ends after the interrupt's grace, its process never.
+type stuckInterp struct{ never chan struct{} }
+
+func (f *stuckInterp) run(j *job) *pending {
+	p := &pending{done: make(chan struct{})}
+	time.AfterFunc(500*time.Millisecond, func() { p.outcome.count = 1; close(p.done) })
+	return p
+}
+func (f *stuckInterp) interrupt()              {}
+func (f *stuckInterp) kill(string)             {}
+func (f *stuckInterp) exited() <-chan struct{} { return f.never }
+func (f *stuckInterp) death() death            { <-f.never; return death{} }
+
+// A call whose interpreter survives the kill at the grace's end is
+// answered, the interpreter abandoned and the session freed for a new one:
+// waiting for its death held the call, and the session's turn, forever.
+func TestUnkillableInterpreterIsAbandoned(t *testing.T) {
+	m := New(Config{InterruptGrace: 100 * time.Millisecond, Cwd: t.TempDir()})
+	k := key{wire.LangPython, "default"}
+	m.sessions[k] = &session{key: k, turn: make(chan struct{}, 1), it: &stuckInterp{never: make(chan struct{})}}
+	done := make(chan *wire.SessionResult, 1)
+	go func() {
+		res, err := m.Run(context.Background(), &wire.SessionRequest{Name: "default", Language: wire.LangPython, TimeoutMs: 100}, "1", &sink{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		if res == nil || !strings.Contains(res.Ended, "abandoned") {
+			t.Fatalf("%+v", res)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the call hangs on an interpreter that does not die")
+	}
+	m.mu.Lock()
+	s := m.sessions[k]
+	m.mu.Unlock()
+	if s != nil && s.it != nil {
+		t.Fatal("the session still holds the abandoned interpreter")
 	}
 }

@@ -105,3 +105,13 @@ func (o *output) dropped(mime string) {
 	o.outputsDropped++
 	o.truncated = true
 }
+
+// counts copies what the call produced and dropped into res (under the
+// lock: the driver's own streams may still be writing).
+func (o *output) counts(res *wire.SessionResult) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	res.StdoutBytes, res.StderrBytes = o.stdoutBytes, o.stderrBytes
+	res.Truncated = o.truncated
+	res.OutputsDropped, res.ImagesDropped = o.outputsDropped, o.imagesDropped
+}

@@ -419,19 +419,19 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		case <-p.done:
 		case <-grace.C:
 			m.log.Warn("interrupt did not take; killing the interpreter", "session", s.key.String())
-			s.it.kill(ReasonInterruptFailed)
+			s.it.kill(ReasonInterruptFailed) // waits up to killWait for the exit
 			killed = true
 			select {
-			case <-p.done:
 			case <-s.it.exited():
 				<-p.done // closes at once after the exit
-			case <-time.After(killWait):
-				// Unkillable for now (stuck in the kernel): the session
-				// leaves it behind and starts a new one next time.
+			default:
+				// Unkillable for now (a thread stuck in the kernel): the
+				// session leaves it behind and starts a new one next time.
 				m.log.Error("interpreter did not end when killed; abandoning it", "session", s.key.String())
 				res.ExitCode, res.Ended = -1, "the interpreter did not end when killed after its interrupt failed; it was abandoned"
 				res.Error = &wire.SessionError{Name: "InterpreterDied", Message: res.Ended + "; the next call starts a new one"}
 				s.reason, s.it = res.Ended, nil
+				out.counts(res)
 				res.DurationMs = time.Since(start).Milliseconds()
 				return res, nil
 			}
@@ -469,11 +469,7 @@ func (m *Manager) runLocked(ctx context.Context, s *session, req *wire.SessionRe
 		s.reason = d.reason
 		s.it = nil
 	}
-	out.mu.Lock() // the driver's own streams may still be writing
-	res.StdoutBytes, res.StderrBytes = out.stdoutBytes, out.stderrBytes
-	res.Truncated = out.truncated
-	res.OutputsDropped, res.ImagesDropped = out.outputsDropped, out.imagesDropped
-	out.mu.Unlock()
+	out.counts(res)
 	res.DurationMs = time.Since(start).Milliseconds()
 	return res, nil
 }

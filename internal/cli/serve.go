@@ -31,7 +31,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		maxSessions   = fs.Int("max-sessions", transport.DefaultMaxSessions, "open HTTP/SSE MCP sessions allowed in total")
 		ownerSessions = fs.Int("owner-max-sessions", transport.DefaultOwnerMaxSessions, "open HTTP/SSE MCP sessions allowed per owner (token); without --token-file only --max-sessions applies")
 		maxCalls      = fs.Int("max-calls", tools.DefaultMaxCalls, "tool calls in flight allowed in total")
-		ownerCalls    = fs.Int("owner-max-calls", tools.DefaultOwnerMaxCalls, "tool calls in flight allowed per owner (token)")
+		ownerCalls    = fs.Int("owner-max-calls", tools.DefaultOwnerMaxCalls, "tool calls in flight allowed per owner (token); without --token-file only --max-calls applies")
 		maxMemory     = fs.Int("max-memory-mib", 0, "memory all running boxes may hold together (default: the host's RAM minus 1 GiB)")
 		maxBoxes      = fs.Int("max-boxes", 0, "most boxes on this home (0: no limit)")
 		ownerBoxes    = fs.Int("owner-max-boxes", 0, "most boxes one owner (token) may have (0: no limit)")
@@ -128,6 +128,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("default engine", "engine", chosen.Name(), "why", why)
 	}
 
+	if *tokenFile == "" {
+		*ownerCalls = *maxCalls // one owner: the per-owner cap is the total
+	}
 	srv, err := tools.NewMCPServer(tools.Config{Manager: m, Logger: log, MaxCalls: *maxCalls, OwnerMaxCalls: *ownerCalls})
 	if err != nil {
 		return err

@@ -35,8 +35,9 @@ func Path(t testing.TB) string {
 		// One directory for every test binary, each agent named by the
 		// pid of the binary that built it; agents of binaries that ended
 		// are removed here, so runs do not pile up copies in /tmp.
-		dir := filepath.Join(os.TempDir(), "boxlite-test-agents")
-		if err = os.MkdirAll(dir, 0o755); err != nil {
+		dir, e := agentsDir()
+		if e != nil {
+			err = e
 			return
 		}
 		os.Chmod(dir, 0o755) // confined helpers' stages run as unprivileged uids
@@ -53,6 +54,25 @@ func Path(t testing.TB) string {
 		t.Fatalf("building the guest agent: %v", err)
 	}
 	return path
+}
+
+// agentsDir is the shared directory of this user's test agents, or a
+// private one when that name is not a directory only this user can
+// write (another user made it first: root runs these agents).
+func agentsDir() (string, error) {
+	dir := filepath.Join(os.TempDir(), "boxlite-test-agents-"+strconv.Itoa(os.Geteuid()))
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || st.Uid != uint32(os.Geteuid()) || fi.Mode().Perm()&0o022 != 0 {
+		return os.MkdirTemp("", "boxlite-agent-")
+	}
+	return dir, nil
 }
 
 // removeStale removes the agents of test binaries that no longer run.

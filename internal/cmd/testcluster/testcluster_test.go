@@ -291,8 +291,6 @@ func clusterRSS(c *Cluster) int64 {
 	return sum
 }
 
-// assertGone checks down left nothing: processes, mounts, links, cgroups,
-// CNI results, the directory.
 // childNamed returns a child process of pid that runs the command name,
 // or 0.
 func childNamed(pid int, name string) int {
@@ -310,6 +308,8 @@ func childNamed(pid int, name string) int {
 	return 0
 }
 
+// assertGone checks down left nothing: processes, mounts, links, cgroups,
+// CNI results, the directory.
 func assertGone(t *testing.T, c *Cluster, sandboxes []string) {
 	t.Helper()
 	for _, p := range c.Processes {
