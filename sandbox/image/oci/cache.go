@@ -60,8 +60,9 @@ func (c *cache) use(ctx context.Context) (func(), error) {
 	return lockFile(ctx, filepath.Join(c.dir, "..", ".prune.lock"), unix.LOCK_SH)
 }
 
-// put stores the blob d (size bytes, 0 if unknown) unless it is there
-// already. open is called for
+// put stores the blob d (size bytes when known, else at most size) unless
+// it is there already; a blob longer than size is refused (ErrTooLarge).
+// open is called for
 // each attempt (a broken transfer is retried twice; a digest mismatch is
 // not); progress gets byte deltas, negative when a failed attempt's bytes
 // are taken back.
@@ -91,7 +92,7 @@ func (c *cache) put(ctx context.Context, d v1.Hash, size int64, open func() (io.
 			case <-time.After(time.Duration(attempt) * time.Second):
 			}
 		}
-		n, err := c.fetch(d, open, progress)
+		n, err := c.fetch(d, size, open, progress)
 		if err == nil {
 			return nil
 		}
@@ -104,7 +105,7 @@ func (c *cache) put(ctx context.Context, d v1.Hash, size int64, open func() (io.
 			progress(-n)
 		}
 		lastErr = err
-		if errors.Is(err, ErrDigest) || ctx.Err() != nil || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		if errors.Is(err, ErrDigest) || errors.Is(err, ErrTooLarge) || ctx.Err() != nil || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 			break
 		}
 	}
@@ -113,7 +114,7 @@ func (c *cache) put(ctx context.Context, d v1.Hash, size int64, open func() (io.
 
 // fetch writes one attempt to a temporary file and renames it into place
 // if its digest matches. It returns the bytes read.
-func (c *cache) fetch(d v1.Hash, open func() (io.ReadCloser, error), progress func(int64)) (int64, error) {
+func (c *cache) fetch(d v1.Hash, max int64, open func() (io.ReadCloser, error), progress func(int64)) (int64, error) {
 	rc, err := open()
 	if err != nil {
 		return 0, err
@@ -134,9 +135,16 @@ func (c *cache) fetch(d v1.Hash, open func() (io.ReadCloser, error), progress fu
 		}
 	}()
 	h := sha256.New()
-	cr := &countReader{r: rc, fn: progress}
+	var r io.Reader = rc
+	if max > 0 {
+		r = io.LimitReader(rc, max+1)
+	}
+	cr := &countReader{r: r, fn: progress}
 	if _, err := io.CopyBuffer(onlyWriter{io.MultiWriter(f, h)}, cr, make([]byte, 1<<20)); err != nil {
 		return cr.n, err
+	}
+	if max > 0 && cr.n > max {
+		return cr.n, fmt.Errorf("blob %s: more than the %d bytes expected: %w", d, max, ErrTooLarge)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != d.Hex {
 		return cr.n, fmt.Errorf("blob %s: content hashes to sha256:%s: %w", d, got, ErrDigest)

@@ -91,11 +91,22 @@ func ReadMeta(dir string) (*Meta, error) {
 
 // fetchLayers puts every layer of src into the cache, a few at a time.
 func (s *Store) fetchLayers(ctx context.Context, src *source, tr *tracker) error {
-	var total int64
+	// What the manifest declares is what the registry client lets through
+	// (it checks each blob's size): a layer can unpack to no less than
+	// it is compressed, so layers over the unpack cap are refused before
+	// a byte is fetched.
+	var total, declared int64
 	for _, l := range src.layers {
+		if l.size < 0 {
+			return fmt.Errorf("%w: a layer of %d bytes", errNotImage, l.size)
+		}
+		declared += l.size
 		if !s.cache.has(l.key) {
 			total += l.size
 		}
+	}
+	if declared > s.cfg.MaxUnpackedBytes {
+		return fmt.Errorf("%w: its layers are %d MiB compressed (at most %d MiB unpacked)", ErrTooLarge, declared>>20, s.cfg.MaxUnpackedBytes>>20)
 	}
 	tr.start("downloading", total)
 	g, gctx := errgroup.WithContext(ctx)
@@ -105,7 +116,11 @@ func (s *Store) fetchLayers(ctx context.Context, src *source, tr *tracker) error
 			continue
 		}
 		g.Go(func() error {
-			if err := s.cache.put(gctx, l.key, l.size, l.open, tr.add); err != nil {
+			limit := l.size // unknown (an import): the cap
+			if limit == 0 {
+				limit = s.cfg.MaxUnpackedBytes
+			}
+			if err := s.cache.put(gctx, l.key, limit, l.open, tr.add); err != nil {
 				return fmt.Errorf("layer %s: %w", l.key, err)
 			}
 			return nil

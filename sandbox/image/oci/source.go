@@ -24,6 +24,15 @@ import (
 // maxLayers bounds the layers of one image (Docker stops at 127).
 const maxLayers = 256
 
+// maxConfigBytes bounds an image's config blob (real ones are a few KiB,
+// with a long history some hundred), read into memory before anything
+// else; maxRunBytes bounds its run settings (Entrypoint, Cmd, Env,
+// WorkingDir, User), which every box of the image carries.
+const (
+	maxConfigBytes = 4 << 20
+	maxRunBytes    = 256 << 10
+)
+
 // source is an image ready to be cached and unpacked.
 type source struct {
 	kind     string // "registry" or "import"
@@ -65,7 +74,11 @@ func pickChild(im *v1.IndexManifest, want v1.Platform) (v1.Descriptor, error) {
 		if p.OS == "unknown" {
 			continue // attestations
 		}
-		have = append(have, platformString(p))
+		if len(have) < 16 {
+			have = append(have, platformString(p))
+		} else if len(have) == 16 {
+			have = append(have, "…")
+		}
 		if p.OS == want.OS && p.Architecture == want.Architecture && (want.Variant == "" || p.Variant == "" || p.Variant == want.Variant) {
 			return d, nil
 		}
@@ -114,15 +127,20 @@ func imageFromIndex(idx v1.ImageIndex, want v1.Platform, depth int) (v1.Image, e
 // fromImage fills a source's config and layers from an image whose
 // layers are fetched compressed (registry, OCI layout).
 func fromImage(s *source, img v1.Image, want v1.Platform) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	// The config is read whole, up to the size the manifest declares
+	// (the registry client checks it): bound that first.
+	if m.Config.Size > maxConfigBytes {
+		return fmt.Errorf("%w: its config is %d bytes (at most %d)", errNotImage, m.Config.Size, maxConfigBytes)
+	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return fmt.Errorf("reading the image config: %w", err)
 	}
 	if err := checkConfig(cfg, want); err != nil {
-		return err
-	}
-	m, err := img.Manifest()
-	if err != nil {
 		return err
 	}
 	d, err := img.Digest()
@@ -161,6 +179,15 @@ func layerMediaType(mt types.MediaType) bool {
 }
 
 func checkConfig(cfg *v1.ConfigFile, want v1.Platform) error {
+	run := len(cfg.Config.WorkingDir) + len(cfg.Config.User)
+	for _, l := range [][]string{cfg.Config.Entrypoint, cfg.Config.Cmd, cfg.Config.Env} {
+		for _, v := range l {
+			run += len(v) + 1
+		}
+	}
+	if run > maxRunBytes {
+		return fmt.Errorf("%w: its run settings (entrypoint, cmd, env, working directory, user) are %d bytes (at most %d)", errNotImage, run, maxRunBytes)
+	}
 	if cfg.OS != "" && cfg.OS != "linux" {
 		return fmt.Errorf("%w: the image is for %s, boxes run linux", errPlatform, cfg.OS)
 	}

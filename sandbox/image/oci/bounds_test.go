@@ -1,0 +1,81 @@
+package oci
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// A hostile registry's manifest that declares a huge config or huge
+// layers is refused before a byte of them is fetched: the config is read
+// into memory whole and a layer goes to disk whole, up to what the
+// manifest declares (an endless stream ran the server out of memory, or
+// filled the disk, before anything said no).
+func TestPullDeclaredSizesBounded(t *testing.T) {
+	s, _ := newStore(t, func(c *Config) { c.MaxUnpackedBytes = 1 << 20 })
+	reg := startRegistry(t)
+	base := imageOf(t, v1.Config{}, layerOf(t, file("f", "x")))
+	reg.push(t, "base:1", base)
+	fake := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	for _, tc := range []struct {
+		name string
+		edit func(m *v1.Manifest)
+		want error
+	}{
+		{"config", func(m *v1.Manifest) { m.Config.Size, m.Config.Digest = 1<<40, fake }, errNotImage},
+		{"layer", func(m *v1.Manifest) { m.Layers[0].Size, m.Layers[0].Digest = 1<<40, fake }, ErrTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := base.Manifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m = m.DeepCopy()
+			tc.edit(m)
+			raw, _ := json.Marshal(m)
+			var served atomic.Int64
+			reg.setFront(func(w http.ResponseWriter, r *http.Request) bool {
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/huge/manifests/1"):
+					w.Header().Set("Content-Type", string(m.MediaType))
+					w.Write(raw)
+				case strings.HasSuffix(r.URL.Path, "/blobs/"+fake.String()):
+					chunk := make([]byte, 64<<10)
+					for served.Load() < 64<<20 { // an endless stream, for the test's sake cut at 64 MiB
+						if _, err := w.Write(chunk); err != nil {
+							break
+						}
+						served.Add(int64(len(chunk)))
+					}
+				default:
+					return false
+				}
+				return true
+			})
+			defer reg.setFront(nil)
+			_, _, err = s.Pull(ctxT(t), reg.host+"/huge:1", PullOptions{})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("pull: %v, want %v", err, tc.want)
+			}
+			if n := served.Load(); n > 0 {
+				t.Fatalf("%d bytes of the declared-huge blob were fetched", n)
+			}
+		})
+	}
+}
+
+// An image whose run settings (what every box of it carries, and every
+// image lookup reads) are absurd is refused.
+func TestPullRunSettingsBounded(t *testing.T) {
+	s, _ := newStore(t, nil)
+	reg := startRegistry(t)
+	ref := reg.push(t, "env:1", imageOf(t, v1.Config{Env: []string{"A=" + strings.Repeat("x", 300<<10)}}, layerOf(t, file("f", "x"))))
+	if _, _, err := s.Pull(ctxT(t), ref, PullOptions{}); !errors.Is(err, errNotImage) || !strings.Contains(err.Error(), "run settings") {
+		t.Fatalf("pull: %v", err)
+	}
+}
