@@ -312,9 +312,16 @@ func (m *Manager) Close() {
 		all = append(all, p)
 	}
 	m.mu.Unlock()
+	// In parallel: each kill waits (up to killWait) for its process.
+	var wg sync.WaitGroup
 	for _, p := range all {
-		p.kill("the agent shut down")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.kill("the agent shut down")
+		}()
 	}
+	wg.Wait()
 }
 
 // track records a live interpreter process (for Close) until it exits.
