@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -77,5 +79,33 @@ func TestPullRunSettingsBounded(t *testing.T) {
 	ref := reg.push(t, "env:1", imageOf(t, v1.Config{Env: []string{"A=" + strings.Repeat("x", 300<<10)}}, layerOf(t, file("f", "x"))))
 	if _, _, err := s.Pull(ctxT(t), ref, PullOptions{}); !errors.Is(err, errNotImage) || !strings.Contains(err.Error(), "run settings") {
 		t.Fatalf("pull: %v", err)
+	}
+}
+
+// A pull clears the leftovers of its own image's interrupted pulls, never
+// the working directory of another image whose name begins with its name
+// (pulling x:a removed the directory x:a-b was unpacking into).
+func TestPullLeavesLongerNamesPullsAlone(t *testing.T) {
+	s, home := newStore(t, nil)
+	reg := startRegistry(t)
+	ref := reg.push(t, "x:a", imageOf(t, v1.Config{}, layerOf(t, file("f", "x"))))
+	name := LocalName(mustRef(t, ref))
+	images := filepath.Join(home, "images")
+	os.MkdirAll(images, 0o711)
+	mine := filepath.Join(images, ".pull-"+name+"-0123abcd")
+	other := filepath.Join(images, ".pull-"+name+"-b-0123abcd") // x:a-b's, running
+	for _, d := range []string{mine, other} {
+		if err := os.Mkdir(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.Pull(ctxT(t), ref, PullOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("another image's pull directory was removed: %v", err)
+	}
+	if _, err := os.Stat(mine); !os.IsNotExist(err) {
+		t.Fatalf("the image's own leftover remains: %v", err)
 	}
 }

@@ -223,6 +223,15 @@ func TestAllowed(t *testing.T) {
 		{[]string{"ghcr.io/org/*"}, "ghcr.io/org/sub/tool:1", true},
 		{[]string{"ghcr.io/org/*"}, "ghcr.io/other/tool:1", false},
 		{[]string{"ghcr.io/org/*"}, "ghcr.io/org.evil/tool:1", false},
+		// A host pattern matches the host only, never a longer one.
+		{[]string{"*.corp.example/*"}, "registry.corp.example/tool:1", true},
+		{[]string{"*.corp.example/*"}, "evil.com/x.corp.example/tool:1", false},
+		{[]string{"registry.corp.example*/*"}, "registry.corp.example:5000/tool:1", true},
+		{[]string{"registry.corp.example*/*"}, "registry.corp.example.evil.com/tool:1", false},
+		{[]string{"registry.corp.example*"}, "registry.corp.example.evil.com/tool:1", false},
+		{[]string{"*/library/python*"}, "python:3", false}, // docker.io has a dot
+		{[]string{"*/library/python*"}, "evil.com/library/python:3", false},
+		{[]string{"localhost:5000/*"}, "localhost:5000/a/b:1", true},
 	} {
 		if got := allowed(tt.pats, mustRef(t, tt.ref)); got != tt.ok {
 			t.Errorf("allowed(%v, %s) = %v", tt.pats, tt.ref, got)

@@ -113,24 +113,36 @@ func CheckPattern(p string) error {
 	return nil
 }
 
-// globMatch matches s against p where '*' is any run of characters and
-// '?' one character.
+// globMatch matches the reference s against p. The registry host (before
+// the first '/') is matched on its own, '*' there being a run of
+// characters without '.' (one label, or a port): a host pattern never
+// matches a longer host (*.corp.example is not evil.com/x.corp.example,
+// registry.corp.example* not registry.corp.example.evil.com). In the rest
+// '*' is any run of characters ('/' included: ghcr.io/org/* takes
+// ghcr.io/org/sub/tool) and '?' one character.
 func globMatch(p, s string) bool {
+	ph, pp, pslash := strings.Cut(p, "/")
+	sh, sp, sslash := strings.Cut(s, "/")
+	return pslash == sslash && globRE(ph, "[^./]*", "[^./]").MatchString(sh) && globRE(pp, ".*", ".").MatchString(sp)
+}
+
+// globRE is p as an anchored regular expression, star and one standing
+// for '*' and '?'.
+func globRE(p, star, one string) *regexp.Regexp {
 	var re strings.Builder
 	re.WriteString("^")
 	for _, r := range p {
 		switch r {
 		case '*':
-			re.WriteString(".*")
+			re.WriteString(star)
 		case '?':
-			re.WriteString(".")
+			re.WriteString(one)
 		default:
 			re.WriteString(regexp.QuoteMeta(string(r)))
 		}
 	}
 	re.WriteString("$")
-	ok, _ := regexp.MatchString(re.String(), s)
-	return ok
+	return regexp.MustCompile(re.String())
 }
 
 // errPlainHTTP refuses an unencrypted request to a registry off loopback.

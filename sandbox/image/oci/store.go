@@ -22,6 +22,7 @@ package oci
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -292,13 +293,27 @@ func (s *Store) pullLocked(ctx context.Context, c canonicalRef, name string, pol
 	return m, name, err
 }
 
+// leftoverPulls are the directories of interrupted pulls of image name
+// (tempDir's: the name, then 8 hex digits): not another name's that
+// begins with this one (x-a's are not x-a-b's, which may be running).
+func leftoverPulls(imagesDir, name string) []string {
+	ents, _ := os.ReadDir(imagesDir)
+	var out []string
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), ".pull-"+name+"-")
+		if _, err := hex.DecodeString(rest); ok && err == nil && len(rest) == 8 && e.IsDir() {
+			out = append(out, filepath.Join(imagesDir, e.Name()))
+		}
+	}
+	return out
+}
+
 // installLocked builds src as image name; the caller holds name's lock.
 func (s *Store) installLocked(ctx context.Context, src *source, name string, tr *tracker) (*Meta, error) {
 	if fi, err := os.Stat(s.cfg.Agent); s.cfg.Agent == "" || err != nil || !fi.Mode().IsRegular() {
 		return nil, sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "this server has no guest agent to put into images; build it (`make build`) or the default image (`boxlite-mcp image build`)")
 	}
-	old, _ := filepath.Glob(filepath.Join(s.imagesDir(), ".pull-"+name+"-*"))
-	for _, d := range old {
+	for _, d := range leftoverPulls(s.imagesDir(), name) {
 		s.log.Info("removing an interrupted pull", "dir", d)
 		os.RemoveAll(d)
 	}
