@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,8 +188,22 @@ func TestResolvePolicy(t *testing.T) {
 	if r2.Name == r1.Name || read(t, filepath.Join(image.Dir(home, r2.Name), "rootfs/v")) != "2" || read(t, filepath.Join(image.Dir(home, r1.Name), "rootfs/v")) != "1" {
 		t.Errorf("moved tag: %s then %s", r1.Name, r2.Name)
 	}
+	// A box uses the new one too: asking again finds it, and leaves it be
+	// (it was rebuilt in place under the box on every pull).
+	used[r2.Name] = 1
+	ino := func() uint64 {
+		fi, err := os.Stat(image.Dir(home, r2.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	before := ino()
 	if r3, err := s.Resolve(ctxT(t), ref, nil); err != nil || r3.Name != r2.Name {
 		t.Errorf("after the move: %+v %v", r3, err)
+	}
+	if ino() != before {
+		t.Errorf("the image a box uses was rebuilt")
 	}
 	if r, err := s.Resolve(ctxT(t), sandbox.DefaultImage, nil); err != nil || r.Name != sandbox.DefaultImage {
 		t.Errorf("default: %+v %v", r, err)

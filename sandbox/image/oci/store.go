@@ -285,6 +285,12 @@ func (s *Store) pullLocked(ctx context.Context, c canonicalRef, name string, pol
 				return nil, "", err
 			}
 			defer unlock()
+			if vm, err := ReadMeta(image.Dir(s.cfg.Home, versioned)); err == nil {
+				if vm.Source == "registry" && vm.Reference == c.String() && vm.Resolved == src.resolved {
+					return vm, versioned, nil // installed beside it already (and maybe in use: never rebuilt)
+				}
+				return nil, "", fmt.Errorf("%w: image %q holds %s at %s", errNameTaken, versioned, vm.Reference, vm.Resolved)
+			}
 			s.log.Info("the reference moved and boxes use the old image; installing beside it", "image", name, "new_name", versioned)
 			name = versioned
 		}
