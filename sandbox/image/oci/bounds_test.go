@@ -109,3 +109,27 @@ func TestPullLeavesLongerNamesPullsAlone(t *testing.T) {
 		t.Fatalf("the image's own leftover remains: %v", err)
 	}
 }
+
+// An image of many small files gets the inodes it needs in its ext4 (the
+// default, one per 16 KiB, ran out after the unpack for images of more
+// than 262144 entries at the smallest size); ordinary images keep the
+// default. (A real image of that many files takes minutes to build, too
+// slow for every run; mke2fs honouring -N is its own business.)
+func TestExt4Inodes(t *testing.T) {
+	for _, tt := range []struct {
+		size    int64
+		entries int
+		atLeast int64
+	}{
+		{4 << 30, 1000, 262144},
+		{4 << 30, 300_000, 600_000},
+		{64 << 30, 10, 4 << 20},
+	} {
+		if got := ext4Inodes(tt.size, tt.entries); got < tt.atLeast || got < int64(tt.entries) {
+			t.Errorf("ext4Inodes(%d, %d) = %d, want at least %d", tt.size, tt.entries, got, tt.atLeast)
+		}
+	}
+	if got := ext4Inodes(4<<30, 1000); got != (4<<30)/(16<<10) {
+		t.Errorf("an ordinary image's inodes changed: %d", got)
+	}
+}

@@ -186,7 +186,7 @@ func (s *Store) build(ctx context.Context, src *source, name, tmp string, tr *tr
 	ext4 := filepath.Join(tmp, "rootfs.ext4")
 	size := ext4Size(stats.Bytes)
 	logPath := filepath.Join(tmp, "build.log")
-	if err := runLogged(ctx, logPath, "mke2fs", "-q", "-t", "ext4", "-L", "boxlite-root", "-d", rootfs, ext4, fmt.Sprint(size>>10)+"k"); err != nil {
+	if err := runLogged(ctx, logPath, "mke2fs", "-q", "-t", "ext4", "-L", "boxlite-root", "-N", fmt.Sprint(ext4Inodes(size, stats.Entries)), "-d", rootfs, ext4, fmt.Sprint(size>>10)+"k"); err != nil {
 		return nil, fmt.Errorf("mke2fs: %w: %s", err, tail(logPath))
 	}
 	kern, boot, err := s.addBoot(tmp)
@@ -218,6 +218,14 @@ func (s *Store) build(ctx context.Context, src *source, name, tmp string, tr *tr
 // ext4Size is the size of an image's (sparse) ext4 disk: 4 GiB like the
 // default image's, or the content with a quarter and 512 MiB to spare, in
 // 256 MiB steps. A box's disk (disk_mib) must be at least this big.
+// ext4Inodes is the inode count of an ext4 of size bytes for an image of
+// entries files: mke2fs's default (one per 16 KiB) unless the image needs
+// more (many small files ran out of inodes after unpacking fully), with
+// room for as many again plus some for what boxes add.
+func ext4Inodes(size int64, entries int) int64 {
+	return max(size/(16<<10), 2*int64(entries)+65536)
+}
+
 func ext4Size(content int64) int64 {
 	const step = 256 << 20
 	need := content + content/4 + 512<<20
