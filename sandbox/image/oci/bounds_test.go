@@ -3,14 +3,18 @@ package oci
 import (
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/boxlite-ai/boxlite-mcp/sandbox"
 )
 
 // A hostile registry's manifest that declares a huge config or huge
@@ -131,5 +135,18 @@ func TestExt4Inodes(t *testing.T) {
 	}
 	if got := ext4Inodes(4<<30, 1000); got != (4<<30)/(16<<10) {
 		t.Errorf("an ordinary image's inodes changed: %d", got)
+	}
+}
+
+// A failure of the server's own disk is not reported as the registry
+// being out of reach (every errno is a net.Error).
+func TestDiskErrorsAreNotNetworkErrors(t *testing.T) {
+	disk := registryError(&os.PathError{Op: "open", Path: "/x", Err: syscall.EIO}, "img")
+	if strings.Contains(sandbox.PublicMessage(disk), "reach the registry") {
+		t.Errorf("EIO: %v", sandbox.PublicMessage(disk))
+	}
+	netErr := registryError(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, "img")
+	if !strings.Contains(sandbox.PublicMessage(netErr), "reach the registry") {
+		t.Errorf("ECONNREFUSED: %v", sandbox.PublicMessage(netErr))
 	}
 }

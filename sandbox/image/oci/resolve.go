@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -85,7 +86,11 @@ func registryError(err error, what string) error {
 	}
 	var ne net.Error
 	var oe *net.OpError
-	if errors.As(err, &ne) || errors.As(err, &oe) {
+	var errno syscall.Errno
+	// A bare errno is a net.Error too (EIO, EACCES on the server's disk):
+	// only one from the network, or a network error that is not an
+	// errno, means the registry is out of reach.
+	if errors.As(err, &oe) || (errors.As(err, &ne) && !errors.As(err, &errno)) {
 		return sandbox.Wrapf(sandbox.ErrUnavailable, err, "cannot reach the registry of %s; check the network", what)
 	}
 	return sandbox.Wrapf(sandbox.ErrUnavailable, err, "could not get image %s", what)
