@@ -3,14 +3,17 @@ package oci
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -148,5 +151,40 @@ func TestDiskErrorsAreNotNetworkErrors(t *testing.T) {
 	netErr := registryError(&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, "img")
 	if !strings.Contains(sandbox.PublicMessage(netErr), "reach the registry") {
 		t.Errorf("ECONNREFUSED: %v", sandbox.PublicMessage(netErr))
+	}
+}
+
+// A registry that trickles a layer is abandoned at the stall window: the
+// fetch holds the layer's lock, which every other pull of an image with
+// that layer (another tenant's too) waits for, so one slow registry held
+// them all for as long as it liked. Another pull of the layer then works.
+func TestPullStalledRegistryIsAbandoned(t *testing.T) {
+	s, _ := newStore(t, nil)
+	s.cache.stall = 500 * time.Millisecond
+	reg := startRegistry(t)
+	shared := layerOf(t, file("big", strings.Repeat("z", 1<<20)))
+	d, _ := shared.Digest()
+	victim := reg.push(t, "victim:1", imageOf(t, v1.Config{}, shared))
+	evil := reg.push(t, "evil:1", imageOf(t, v1.Config{Env: []string{"E=1"}}, shared))
+	rc, _ := shared.Compressed()
+	body, _ := io.ReadAll(rc)
+	reg.setFront(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/evil/blobs/"+d.String()) || r.Method != http.MethodGet {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for i := 0; i < len(body) && r.Context().Err() == nil; i++ { // a byte every 100 ms
+			w.Write(body[i : i+1])
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+		}
+		return true
+	})
+	_, _, err := s.Pull(ctxT(t), evil, PullOptions{})
+	if !errors.Is(err, errStalled) {
+		t.Fatalf("the trickled pull: %v", err)
+	}
+	if _, _, err := s.Pull(ctxT(t), victim, PullOptions{}); err != nil {
+		t.Fatalf("the pull after it: %v", err)
 	}
 }

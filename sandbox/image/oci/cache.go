@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -29,8 +30,20 @@ var ErrDigest = errors.New("digest mismatch")
 
 var hexRE = regexp.MustCompile(`^[a-f0-9]{64}$`)
 
+// errStalled means a registry sent a blob too slowly: less than
+// stallBytes in a stall window. Such a fetch holds the blob's lock, which
+// every pull of an image with that layer (any tenant's) waits for, so it
+// is abandoned rather than waited out.
+var errStalled = errors.New("the registry stalled")
+
+const (
+	stallBytes  = 64 << 10
+	stallWindow = 60 * time.Second
+)
+
 type cache struct {
-	dir string // home/layers/sha256
+	dir   string        // home/layers/sha256
+	stall time.Duration // stallWindow; tests shorten it
 }
 
 func newCache(home string) (*cache, error) {
@@ -38,7 +51,7 @@ func newCache(home string) (*cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &cache{dir: dir}, nil
+	return &cache{dir: dir, stall: stallWindow}, nil
 }
 
 func checkDigest(d v1.Hash) error {
@@ -105,7 +118,7 @@ func (c *cache) put(ctx context.Context, d v1.Hash, size int64, open func() (io.
 			progress(-n)
 		}
 		lastErr = err
-		if errors.Is(err, ErrDigest) || errors.Is(err, ErrTooLarge) || ctx.Err() != nil || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		if errors.Is(err, ErrDigest) || errors.Is(err, ErrTooLarge) || errors.Is(err, errStalled) || ctx.Err() != nil || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
 			break
 		}
 	}
@@ -139,8 +152,28 @@ func (c *cache) fetch(d v1.Hash, max int64, open func() (io.ReadCloser, error), 
 	if max > 0 {
 		r = io.LimitReader(rc, max+1)
 	}
-	cr := &countReader{r: r, fn: progress}
-	if _, err := io.CopyBuffer(onlyWriter{io.MultiWriter(f, h)}, cr, make([]byte, 1<<20)); err != nil {
+	// A stall watchdog: closing the body ends a blocked read.
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(c.stall, func() {
+		stalled.Store(true)
+		rc.Close()
+	})
+	defer watchdog.Stop()
+	var moved int64
+	cr := &countReader{r: r, fn: func(n int64) {
+		if progress != nil {
+			progress(n)
+		}
+		if moved += n; moved >= stallBytes {
+			moved = 0
+			watchdog.Reset(c.stall)
+		}
+	}}
+	_, err = io.CopyBuffer(onlyWriter{io.MultiWriter(f, h)}, cr, make([]byte, 1<<20))
+	if err != nil && stalled.Load() {
+		return cr.n, fmt.Errorf("blob %s: %w: less than %d KiB came in %s", d, errStalled, stallBytes>>10, c.stall)
+	}
+	if err != nil {
 		return cr.n, err
 	}
 	if max > 0 && cr.n > max {

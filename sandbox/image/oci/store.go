@@ -412,6 +412,8 @@ func classify(err error, what string) error {
 		return sandbox.Wrapf(sandbox.ErrUnavailable, err, "image %s: a blob did not match its digest (corrupt download or registry); nothing was installed", what)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "no space left on the server's disk for image %s", what)
+	case errors.Is(err, errStalled):
+		return sandbox.Wrapf(sandbox.ErrUnavailable, err, "image %s: the registry sent a layer too slowly (less than %d KiB in %s), so the pull was abandoned; try again", what, stallBytes>>10, stallWindow)
 	case errors.Is(err, errPlainHTTP):
 		return sandbox.Wrapf(sandbox.ErrFailedPrecondition, err, "image %s: the registry is only reachable over plain HTTP, which boxlite-mcp uses for loopback registries only", what)
 	}
