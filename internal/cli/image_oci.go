@@ -209,7 +209,8 @@ func boxesUsing(st *persist.Store) func(context.Context, string) (int, error) {
 }
 
 // imageSource is serve's OCI image source.
-func imageSource(home string, st *persist.Store, pull string, allow []string, log *slog.Logger) (sandbox.ImageSource, error) {
+// tenants says the server has tokens (tenants besides its operator).
+func imageSource(home string, st *persist.Store, pull string, allow []string, tenants bool, log *slog.Logger) (sandbox.ImageSource, error) {
 	switch oci.PullPolicy(pull) {
 	case oci.PullMissing, oci.PullNever, oci.PullAlways:
 	default:
@@ -221,7 +222,7 @@ func imageSource(home string, st *persist.Store, pull string, allow []string, lo
 		}
 	}
 	return oci.New(oci.Config{Home: home, Agent: agentPath(home, ""), AgentVersion: guestagent.Version,
-		Pull: oci.PullPolicy(pull), Allow: allow, InUse: boxesUsing(st), Logger: log})
+		Pull: oci.PullPolicy(pull), Allow: allow, InUse: boxesUsing(st), Tenants: tenants, Logger: log})
 }
 
 // pullProgress shows a pull: a progress bar per download on a terminal,

@@ -20,6 +20,6 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // imageSource: without OCI support, images are used by name only.
-func imageSource(home string, st *persist.Store, pull string, allow []string, log *slog.Logger) (sandbox.ImageSource, error) {
+func imageSource(home string, st *persist.Store, pull string, allow []string, tenants bool, log *slog.Logger) (sandbox.ImageSource, error) {
 	return nil, nil
 }

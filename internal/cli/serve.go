@@ -104,7 +104,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	images, err := imageSource(*home, store, *pull, allowImages, log)
+	images, err := imageSource(*home, store, *pull, allowImages, *tokenFile != "", log)
 	if err != nil {
 		return err
 	}

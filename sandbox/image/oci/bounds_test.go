@@ -188,3 +188,75 @@ func TestPullStalledRegistryIsAbandoned(t *testing.T) {
 		t.Fatalf("the pull after it: %v", err)
 	}
 }
+
+// On a server with tenants, an image reference cannot make the server
+// connect to its own host (a registry on loopback, by address or by a name
+// that resolves there): tenants could probe the server's ports with it.
+// An allow pattern naming the registry literally lets it through.
+func TestTenantsCannotPullFromLocalRegistries(t *testing.T) {
+	reg := startRegistry(t)
+	ref := reg.push(t, "local:1", imageOf(t, v1.Config{}, layerOf(t, file("f", "x"))))
+	var reached atomic.Int32
+	reg.setFront(func(w http.ResponseWriter, r *http.Request) bool {
+		reached.Add(1)
+		return false
+	})
+	s, _ := newStore(t, func(c *Config) { c.Tenants = true })
+	_, port, _ := net.SplitHostPort(reg.host)
+	for _, r := range []string{ref, "localhost:" + port + "/local:1"} {
+		if _, err := s.Resolve(ctxT(t), r, nil); !errors.Is(err, errLocalRegistry) || !errors.Is(err, sandbox.ErrInvalidArgument) {
+			t.Fatalf("%s: %v", r, err)
+		}
+	}
+	if n := reached.Load(); n > 0 {
+		t.Fatalf("the local registry got %d requests", n)
+	}
+	allowed, _ := newStore(t, func(c *Config) { c.Tenants = true; c.Allow = []string{reg.host + "/*"} })
+	if _, err := allowed.Resolve(ctxT(t), ref, nil); err != nil {
+		t.Fatalf("a literally allowed local registry: %v", err)
+	}
+}
+
+// A layer that names URLs to fetch it from is refused: the registry
+// client would fetch them, from any host the image names.
+func TestPullForeignURLsRefused(t *testing.T) {
+	s, _ := newStore(t, nil)
+	reg := startRegistry(t)
+	base := imageOf(t, v1.Config{}, layerOf(t, file("f", "x")))
+	reg.push(t, "base:1", base)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var dialled atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			dialled.Add(1)
+			c.Close()
+		}
+	}()
+	m, _ := base.Manifest()
+	m = m.DeepCopy()
+	m.Layers[0].URLs = []string{"http://" + l.Addr().String() + "/layer"}
+	m.Layers[0].Digest = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("cd", 32)} // not in the registry
+	raw, _ := json.Marshal(m)
+	reg.setFront(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/foreign/manifests/1") {
+			return false
+		}
+		w.Header().Set("Content-Type", string(m.MediaType))
+		w.Write(raw)
+		return true
+	})
+	if _, _, err := s.Pull(ctxT(t), reg.host+"/foreign:1", PullOptions{}); !errors.Is(err, errNotImage) {
+		t.Fatalf("pull: %v", err)
+	}
+	if n := dialled.Load(); n > 0 {
+		t.Fatalf("the layer's URL was dialled %d times", n)
+	}
+}

@@ -10,10 +10,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"regexp"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // canonicalRef is a parsed reference with its canonical spelling:
@@ -161,6 +166,59 @@ func (l loopbackHTTPOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Redacted(), errPlainHTTP)
 	}
 	return l.next.RoundTrip(req)
+}
+
+// errLocalRegistry refuses a registry on the server's own host to tenants.
+var errLocalRegistry = errors.New("registries on the server's own host are not for tenants")
+
+// noLocalRegistries is go-containerregistry's default transport with a
+// dialer that refuses loopback, link-local and unspecified addresses
+// (after DNS, so a name that resolves there is refused too), except the
+// host:port of an allow pattern that names one without wildcards.
+func noLocalRegistries(allow []string) http.RoundTripper {
+	ok := map[string]bool{}
+	hosts := []string{}
+	for _, p := range allow {
+		host, _, _ := strings.Cut(p, "/")
+		hosts = append(hosts, host)
+	}
+	// A proxy of the environment may be a local one: connecting to it is
+	// not connecting to a registry there.
+	for _, v := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"} {
+		if u, err := url.Parse(os.Getenv(v)); err == nil && u.Host != "" {
+			hosts = append(hosts, u.Host)
+		}
+	}
+	for _, host := range hosts {
+		if strings.ContainsAny(host, "*?") {
+			continue
+		}
+		h, port, err := net.SplitHostPort(host)
+		if err != nil {
+			h, port = host, "443"
+		}
+		ips := []string{h}
+		if h == "localhost" {
+			ips = []string{"127.0.0.1", "::1"}
+		}
+		for _, ip := range ips {
+			ok[net.JoinHostPort(ip, port)] = true
+		}
+	}
+	base := remote.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return err
+		}
+		ip := net.ParseIP(host)
+		if ip == nil || ok[address] || !(ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", address, errLocalRegistry)
+	}}
+	base.DialContext = d.DialContext
+	return base
 }
 
 func isLoopback(host string) bool {

@@ -159,6 +159,10 @@ func fromImage(s *source, img v1.Image, want v1.Platform) error {
 		if err := checkDigest(ld.Digest); err != nil {
 			return err
 		}
+		if len(ld.URLs) > 0 {
+			// The registry client would fetch them, from any host.
+			return fmt.Errorf("%w: a layer names URLs to fetch it from (foreign layers are not supported)", errNotImage)
+		}
 		l, err := img.LayerByDigest(ld.Digest)
 		if err != nil {
 			return err

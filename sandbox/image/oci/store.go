@@ -85,7 +85,14 @@ type Config struct {
 	// Transport is the HTTP transport to registries (default: go-
 	// containerregistry's); plain HTTP off loopback is refused on top.
 	Transport http.RoundTripper
-	Logger    *slog.Logger
+	// Tenants says the server has tenants other than its operator (serve
+	// with tokens): then registries on the server's own host (loopback,
+	// link-local and unspecified addresses, checked when connecting, after
+	// DNS) are refused, unless an Allow pattern names one literally
+	// (127.0.0.1:5000/*): a tenant's image reference must not make the
+	// server probe its own ports. The default transport only.
+	Tenants bool
+	Logger  *slog.Logger
 }
 
 // Store pulls, imports, lists and removes OCI images of one home.
@@ -135,6 +142,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.Transport == nil {
 		cfg.Transport = remote.DefaultTransport
+		if cfg.Tenants {
+			cfg.Transport = noLocalRegistries(cfg.Allow)
+		}
 	}
 	cfg.Transport = loopbackHTTPOnly{next: cfg.Transport}
 	if cfg.Logger == nil {
@@ -412,6 +422,8 @@ func classify(err error, what string) error {
 		return sandbox.Wrapf(sandbox.ErrUnavailable, err, "image %s: a blob did not match its digest (corrupt download or registry); nothing was installed", what)
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return sandbox.Wrapf(sandbox.ErrResourceExhausted, err, "no space left on the server's disk for image %s", what)
+	case errors.Is(err, errLocalRegistry):
+		return sandbox.Wrapf(sandbox.ErrInvalidArgument, err, "image %s: its registry is on this server's own host (loopback or link-local), which this server's tenants may not pull from; an operator can pull it (boxlite-mcp image pull) or allow that registry with --allow-image HOST:PORT/*", what)
 	case errors.Is(err, errStalled):
 		return sandbox.Wrapf(sandbox.ErrUnavailable, err, "image %s: the registry sent a layer too slowly (less than %d KiB in %s), so the pull was abandoned; try again", what, stallBytes>>10, stallWindow)
 	case errors.Is(err, errPlainHTTP):
