@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -113,7 +112,7 @@ func (m *Manager) sessionLimitHit(req SessionRequest, res *wire.SessionResult, e
 	case res != nil:
 		res.TimedOut, res.Cancelled = true, false
 		return nil
-	case errors.As(err, &werr) && strings.Contains(werr.Message, "waiting for the session's previous call"):
+	case errors.As(err, &werr) && werr.Message == wire.MsgSessionQueueCancelled:
 		return Errorf(ErrDeadlineExceeded, "session %q is still busy with an earlier call: this call waited for its turn longer than its time limit plus %s, and did not run; wait for that call to end, or use another session",
 			req.Name, m.cfg.SessionGrace)
 	case errors.As(err, &werr):

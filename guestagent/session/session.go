@@ -218,7 +218,7 @@ func (m *Manager) Run(ctx context.Context, req *wire.SessionRequest, code string
 	select {
 	case s.turn <- struct{}{}:
 	case <-ctx.Done():
-		return nil, wire.Errorf(wire.CodeInvalid, "cancelled while waiting for the session's previous call")
+		return nil, wire.Errorf(wire.CodeInvalid, "%s", wire.MsgSessionQueueCancelled)
 	}
 	defer func() { <-s.turn }()
 	return m.runLocked(ctx, s, req, code, sink)

@@ -185,6 +185,10 @@ func (h *OutputHeader) Validate() error {
 	return nil
 }
 
+// MsgSessionQueueCancelled is the agent's error for a session call
+// cancelled before its turn came (the host tells it from others by it).
+const MsgSessionQueueCancelled = "cancelled while waiting for the session's previous call"
+
 // ValidMime reports whether an output's mime type can go on the wire:
 // 1 to 255 bytes.
 func ValidMime(mime string) bool { return mime != "" && len(mime) <= 255 }
