@@ -82,7 +82,9 @@ func TestInterpreterLeavingItsGroup(t *testing.T) {
 		{"killed", leave + "signal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: pass", ReasonInterruptFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newManager(t, Config{InterruptGrace: 500 * time.Millisecond})
+			// The grace covers IPython's traceback and the call's end,
+			// which take a while on a loaded machine.
+			m := newManager(t, Config{InterruptGrace: 3 * time.Second})
 			run(t, m, call{code: "x = 1"})
 			done := make(chan *wire.SessionResult, 1)
 			go func() {

@@ -191,9 +191,9 @@ func TestSessionQueuedCallOutlivesItsLimit(t *testing.T) {
 	if !errors.Is(err, sandbox.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "still busy with an earlier call") {
 		t.Fatalf("queued call: %v, want the session-busy deadline error", err)
 	}
-	// Its limit (6 s) ends after its turn came (about 4 s from now), before
-	// its own timeout would have interrupted it.
-	late := runAsync(5_000, "time.sleep(30)", &signalWriter{})
+	// Its limit (9 s) ends after its turn came (about 4 s from now), before
+	// its own timeout (8 s from then) would have interrupted it.
+	late := runAsync(8_000, "time.sleep(30)", &signalWriter{})
 	// The box's other calls work meanwhile.
 	if o := shIn(t, m, b.ID, "echo other"); o.stdout != "other\n" {
 		t.Fatalf("exec beside the queued call: %+v", o)

@@ -160,7 +160,7 @@ func TestDiskErrorsAreNotNetworkErrors(t *testing.T) {
 // them all for as long as it liked. Another pull of the layer then works.
 func TestPullStalledRegistryIsAbandoned(t *testing.T) {
 	s, _ := newStore(t, nil)
-	s.cache.stall = 500 * time.Millisecond
+	s.cache.stall = 2 * time.Second
 	reg := startRegistry(t)
 	shared := layerOf(t, file("big", strings.Repeat("z", 1<<20)))
 	d, _ := shared.Digest()
