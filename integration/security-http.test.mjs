@@ -139,15 +139,14 @@ describe("tool calls in flight", () => {
     try {
       const created = await call(alice, "create_box", { name: "held" });
       assert.ok(!created.isError, text(created));
-      const long = call(alice, "exec_command", { box: "held", command: "sleep 3; echo slept" });
-      // The long call is in flight once its box runs it; until then a
-      // refusal may be about the create's own slot: look again.
-      let over;
-      for (let i = 0; i < 50; i++) {
-        over = await call(alice, "list_boxes", {});
-        if (over.isError) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      // The long call is surely in flight once its first progress
+      // notification came (probing before that races it for the one slot).
+      let running;
+      const inFlight = new Promise((r) => (running = r));
+      const long = call(alice, "exec_command", { box: "held", command: "sleep 4; echo slept" }, { onprogress: () => running() });
+      const first = await Promise.race([inFlight.then(() => null), long]);
+      assert.equal(first, null, `the long call ended before its first progress: ${first && text(first)}`);
+      const over = await call(alice, "list_boxes", {});
       assert.ok(over.isError, "alice's second call was admitted");
       assert.match(text(over), /you have 1 running \(limit 1 per client, --owner-max-calls\)/);
       const bobs = await call(bob, "list_boxes", {});
