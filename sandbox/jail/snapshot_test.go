@@ -28,7 +28,9 @@ func TestJailSnapshotClone(t *testing.T) {
 	// A background writer that must survive the freeze (it renames each
 	// tick into place: a reader never sees a truncated file), and a file
 	// that is only in the page cache when the snapshot is taken.
-	shIn(t, m, p.ID, "(while :; do date +%s%N > /root/tick.new; mv /root/tick.new /root/tick; sleep 0.05; done) >/dev/null 2>&1 & echo before > /root/state; head -c 3000000 /dev/urandom > /root/blob; md5sum /root/blob > /root/blob.md5")
+	// (The writer has ticked once before the snapshot: under load it may
+	// not have started yet, and a missing tick is no sign of a freeze.)
+	shIn(t, m, p.ID, "(while :; do date +%s%N > /root/tick.new; mv /root/tick.new /root/tick; sleep 0.05; done) >/dev/null 2>&1 & echo before > /root/state; head -c 3000000 /dev/urandom > /root/blob; md5sum /root/blob > /root/blob.md5; until [ -e /root/tick ]; do sleep 0.01; done")
 	sn, err := m.SnapshotBox(ctx, "t", "parent", "s1")
 	if err != nil {
 		t.Fatal(err)
