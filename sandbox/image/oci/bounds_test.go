@@ -260,3 +260,21 @@ func TestPullForeignURLsRefused(t *testing.T) {
 		t.Fatalf("the layer's URL was dialled %d times", n)
 	}
 }
+
+// The addresses a tenants' server may still dial locally: what a pattern
+// or proxy names literally, a host without a port on 443 and 80 (a local
+// proxy or registry speaks plain HTTP on 80; only 443 was allowed), never
+// a wildcard host.
+func TestLocalAllowed(t *testing.T) {
+	got := localAllowed([]string{"localhost", "127.0.0.1:5000", "*:7070", "[::1]"})
+	for _, want := range []string{"127.0.0.1:80", "127.0.0.1:443", "[::1]:80", "127.0.0.1:5000", "[::1]:443"} {
+		if !got[want] {
+			t.Errorf("%s not allowed: %v", want, got)
+		}
+	}
+	for _, not := range []string{"127.0.0.1:7070", "127.0.0.1:5001"} {
+		if got[not] {
+			t.Errorf("%s allowed", not)
+		}
+	}
+}

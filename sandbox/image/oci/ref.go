@@ -171,13 +171,42 @@ func (l loopbackHTTPOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 // errLocalRegistry refuses a registry on the server's own host to tenants.
 var errLocalRegistry = errors.New("registries on the server's own host are not for tenants")
 
+// localAllowed is the set of ip:port a local dial may reach: hosts named
+// literally (no wildcard), localhost as both loopback addresses, a host
+// without a port on both 443 and 80 (a loopback registry or proxy may
+// speak plain HTTP).
+func localAllowed(hosts []string) map[string]bool {
+	ok := map[string]bool{}
+	for _, host := range hosts {
+		if strings.ContainsAny(host, "*?") {
+			continue
+		}
+		ports := []string{"443", "80"}
+		h, port, err := net.SplitHostPort(host)
+		if err == nil {
+			ports = []string{port}
+		} else {
+			h = strings.Trim(host, "[]")
+		}
+		ips := []string{h}
+		if h == "localhost" {
+			ips = []string{"127.0.0.1", "::1"}
+		}
+		for _, ip := range ips {
+			for _, port := range ports {
+				ok[net.JoinHostPort(ip, port)] = true
+			}
+		}
+	}
+	return ok
+}
+
 // noLocalRegistries is go-containerregistry's default transport with a
 // dialer that refuses loopback, link-local and unspecified addresses
 // (after DNS, so a name that resolves there is refused too), except the
 // host:port of an allow pattern that names one without wildcards.
 func noLocalRegistries(allow []string) http.RoundTripper {
-	ok := map[string]bool{}
-	hosts := []string{}
+	var hosts []string
 	for _, p := range allow {
 		host, _, _ := strings.Cut(p, "/")
 		hosts = append(hosts, host)
@@ -189,22 +218,7 @@ func noLocalRegistries(allow []string) http.RoundTripper {
 			hosts = append(hosts, u.Host)
 		}
 	}
-	for _, host := range hosts {
-		if strings.ContainsAny(host, "*?") {
-			continue
-		}
-		h, port, err := net.SplitHostPort(host)
-		if err != nil {
-			h, port = host, "443"
-		}
-		ips := []string{h}
-		if h == "localhost" {
-			ips = []string{"127.0.0.1", "::1"}
-		}
-		for _, ip := range ips {
-			ok[net.JoinHostPort(ip, port)] = true
-		}
-	}
+	ok := localAllowed(hosts)
 	base := remote.DefaultTransport.(*http.Transport).Clone()
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
 		host, _, err := net.SplitHostPort(address)
